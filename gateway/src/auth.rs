@@ -1,0 +1,80 @@
+//! In-memory view of who may call what, refreshed from the store whenever its version changes.
+//!
+//! The request path authenticates against this snapshot (one hash and two map look-ups, no
+//! database round trip); a background task polls the store's version counter so revocations made
+//! by the CLI or another gateway node take effect within [`REFRESH_INTERVAL`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::store::{hash_secret, ApiKeyInfo, Registration, Store, StoreResult};
+
+/// How often the store's version is polled.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Live registrations and keys at one store version.
+#[derive(Debug, Default)]
+pub struct AuthSnapshot {
+    /// Store version this was loaded at.
+    pub version: i64,
+    /// Live registrations by id.
+    pub registrations: HashMap<String, Registration>,
+    keys_by_hash: HashMap<String, ApiKeyInfo>,
+}
+
+impl AuthSnapshot {
+    /// The live key matching this plaintext secret, if any.
+    pub fn key(&self, secret: &str) -> Option<&ApiKeyInfo> {
+        self.keys_by_hash.get(&hash_secret(secret))
+    }
+}
+
+/// Shared, refreshable snapshot.
+pub struct AuthCache {
+    store: Arc<dyn Store>,
+    current: RwLock<Arc<AuthSnapshot>>,
+}
+
+impl AuthCache {
+    /// Load the first snapshot.
+    pub async fn load(store: Arc<dyn Store>) -> StoreResult<Self> {
+        let cache = Self {
+            store,
+            current: RwLock::new(Arc::default()),
+        };
+        cache.refresh().await?;
+        Ok(cache)
+    }
+
+    /// The current snapshot (cheap: an `Arc` clone under a briefly held read lock).
+    pub fn snapshot(&self) -> Arc<AuthSnapshot> {
+        self.current.read().expect("auth lock poisoned").clone()
+    }
+
+    /// Reload unconditionally.
+    pub async fn refresh(&self) -> StoreResult<Arc<AuthSnapshot>> {
+        let version = self.store.version().await?;
+        let data = self.store.auth_data().await?;
+        let snap = Arc::new(AuthSnapshot {
+            version,
+            registrations: data
+                .registrations
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect(),
+            keys_by_hash: data.keys.into_iter().collect(),
+        });
+        *self.current.write().expect("auth lock poisoned") = snap.clone();
+        Ok(snap)
+    }
+
+    /// Reload if the store changed; returns the new snapshot when it did.
+    pub async fn refresh_if_changed(&self) -> StoreResult<Option<Arc<AuthSnapshot>>> {
+        let version = self.store.version().await?;
+        if version == self.snapshot().version {
+            return Ok(None);
+        }
+        self.refresh().await.map(Some)
+    }
+}

@@ -1,0 +1,287 @@
+//! Gateway configuration: TOML, strict (`deny_unknown_fields`), checked by [`GatewayConfig::validate`].
+//!
+//! Every field has a default that runs on a developer's machine (loopback-friendly ports, an
+//! SQLite file in the working directory); `deploy/gateway.toml` shows the production ports.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration is unusable. Names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// Parser message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config field `{field}`: {message}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Domain under which `<registration>.<base_domain>` routes to a registration.
+    pub base_domain: String,
+    /// Where registrations, tokens and keys live.
+    pub store: StoreConfig,
+    /// Plain-HTTP front door (development, or behind a TLS terminator).
+    pub http: Option<ListenerConfig>,
+    /// HTTPS front door.
+    pub https: Option<TlsListenerConfig>,
+    /// SSH server for agent tunnels.
+    pub ssh: SshConfig,
+    /// Registration API for agents.
+    pub backchannel: BackchannelConfig,
+    /// Admin API and `/metrics`.
+    pub admin: ListenerConfig,
+    /// Timeouts and limits.
+    pub limits: LimitsConfig,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite database file (created if missing).
+    pub path: PathBuf,
+}
+
+/// A plain listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+}
+
+/// A listener that speaks TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// SSH server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Host key file (OpenSSH format; generated with mode 0600 if missing).
+    pub host_key: PathBuf,
+    /// Host name agents are told to dial (answered by the backchannel).
+    pub public_host: String,
+    /// Port agents are told to dial; defaults to the listen port.
+    pub public_port: Option<u16>,
+}
+
+/// Backchannel settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackchannelConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `key`, the backchannel speaks TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// Timeouts and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Seconds to wait for the local app's response headers before answering 504.
+    pub upstream_timeout_secs: u64,
+    /// Seconds a caller may take to send its request headers.
+    pub header_read_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after shutdown starts.
+    pub shutdown_grace_secs: u64,
+    /// First port of the range handed out as tunnel / public TCP ports.
+    pub port_range_start: u16,
+    /// Last port of that range (inclusive).
+    pub port_range_end: u16,
+    /// Idle keep-alive connections kept per agent.
+    pub upstream_pool_idle_per_agent: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            base_domain: "localhost".into(),
+            store: StoreConfig::default(),
+            http: Some(ListenerConfig {
+                listen: "0.0.0.0:8000".parse().expect("literal"),
+            }),
+            https: None,
+            ssh: SshConfig::default(),
+            backchannel: BackchannelConfig::default(),
+            admin: ListenerConfig {
+                listen: "127.0.0.1:9091".parse().expect("literal"),
+            },
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: "g2c-gateway.db".into(),
+        }
+    }
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:2222".parse().expect("literal"),
+            host_key: "g2c-host-key".into(),
+            public_host: "127.0.0.1".into(),
+            public_port: None,
+        }
+    }
+}
+
+impl Default for BackchannelConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:3014".parse().expect("literal"),
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            upstream_timeout_secs: 60,
+            header_read_timeout_secs: 30,
+            shutdown_grace_secs: 10,
+            port_range_start: 11000,
+            port_range_end: 11999,
+            upstream_pool_idle_per_agent: 32,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Upstream timeout as a duration.
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_secs(self.upstream_timeout_secs)
+    }
+}
+
+impl GatewayConfig {
+    /// Parse a TOML document (no validation).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read, parse and validate a config file. Relative paths inside it are resolved against the
+    /// file's directory, so a config works from any working directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::from_toml(&text, path)?;
+        if let Some(dir) = path.parent() {
+            cfg.resolve_relative_to(dir);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_relative_to(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.store.path);
+        fix(&mut self.ssh.host_key);
+        if let Some(t) = &mut self.https {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+        }
+        if let Some(c) = &mut self.backchannel.cert {
+            fix(c);
+        }
+        if let Some(k) = &mut self.backchannel.key {
+            fix(k);
+        }
+    }
+
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.http.is_none() && self.https.is_none() {
+            return invalid("http", "at least one of [http] or [https] must be configured");
+        }
+        if self.base_domain.is_empty() || self.base_domain.starts_with('.') {
+            return invalid("base_domain", "must be a domain name such as g2c.example.com");
+        }
+        if self.backchannel.cert.is_some() != self.backchannel.key.is_some() {
+            return invalid("backchannel.cert", "cert and key must be given together");
+        }
+        let l = &self.limits;
+        if l.port_range_start == 0 || l.port_range_start > l.port_range_end {
+            return invalid(
+                "limits.port_range_start",
+                "must be non-zero and not above limits.port_range_end",
+            );
+        }
+        if l.upstream_timeout_secs == 0 {
+            return invalid("limits.upstream_timeout_secs", "must be at least 1");
+        }
+        if l.header_read_timeout_secs == 0 {
+            return invalid("limits.header_read_timeout_secs", "must be at least 1");
+        }
+        if self.ssh.public_host.is_empty() {
+            return invalid("ssh.public_host", "must name the host agents dial");
+        }
+        Ok(())
+    }
+
+    /// The SSH port agents are told to dial.
+    pub fn public_ssh_port(&self) -> u16 {
+        self.ssh.public_port.unwrap_or(self.ssh.listen.port())
+    }
+}

@@ -1,0 +1,153 @@
+//! Errors of the request path, tagged by who failed, and the one place they become HTTP
+//! responses (status, `G2C-Error` header, JSON body).
+
+use bytes::Bytes;
+use g2c_proto::error_code as code;
+use g2c_proto::registration::{ErrorBody, ErrorEnvelope};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::http::body::{full, ProxyBody};
+
+/// Who is at fault, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// The cloud caller sent something wrong.
+    Caller,
+    /// The agent or the tunnel failed.
+    Agent,
+    /// The application behind the agent failed.
+    LocalApp,
+    /// The gateway itself.
+    Gateway,
+}
+
+/// A request that could not be proxied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    /// No or unknown API key.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// The key is for another registration.
+    #[error("this API key may not call registration {0}")]
+    Forbidden(String),
+    /// No live registration by that id.
+    #[error("unknown registration {0}")]
+    UnknownRegistration(String),
+    /// Malformed request or no registration named.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The registration's agent is not connected.
+    #[error("the agent for registration {0} is not connected")]
+    AgentOffline(String),
+    /// The agent could not reach its local service.
+    #[error("the local service of registration {registration} is unavailable: {message}")]
+    LocalServiceUnavailable {
+        /// Registration.
+        registration: String,
+        /// Agent's explanation.
+        message: String,
+    },
+    /// The local app did not answer in time.
+    #[error("the local service of registration {0} did not answer in time")]
+    UpstreamTimeout(String),
+    /// Capacity reached.
+    #[error("overloaded, retry later")]
+    Overloaded(Option<String>),
+    /// A bug or resource failure in the gateway.
+    #[error("internal gateway error")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => code::UNAUTHORIZED,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::UnknownRegistration(_) => code::UNKNOWN_REGISTRATION,
+            Self::BadRequest(_) => code::BAD_REQUEST,
+            Self::AgentOffline(_) => code::AGENT_OFFLINE,
+            Self::LocalServiceUnavailable { .. } => code::LOCAL_SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout(_) => code::UPSTREAM_TIMEOUT,
+            Self::Overloaded(_) => code::OVERLOADED,
+            Self::Internal(_) => code::INTERNAL,
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::UnknownRegistration(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::AgentOffline(_) | Self::LocalServiceUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Who failed.
+    pub fn party(&self) -> Party {
+        match self {
+            Self::Unauthorized | Self::Forbidden(_) | Self::UnknownRegistration(_) | Self::BadRequest(_) => {
+                Party::Caller
+            }
+            Self::AgentOffline(_) => Party::Agent,
+            Self::LocalServiceUnavailable { .. } | Self::UpstreamTimeout(_) => Party::LocalApp,
+            Self::Overloaded(_) | Self::Internal(_) => Party::Gateway,
+        }
+    }
+
+    fn registration(&self) -> Option<&str> {
+        match self {
+            Self::Forbidden(r)
+            | Self::UnknownRegistration(r)
+            | Self::AgentOffline(r)
+            | Self::UpstreamTimeout(r)
+            | Self::LocalServiceUnavailable { registration: r, .. } => Some(r),
+            Self::Overloaded(r) => r.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The response the caller gets. Internal details are logged, not sent.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let message = match self {
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal gateway error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        error_response(self.status(), self.code(), message, self.registration())
+    }
+}
+
+/// Build the JSON error envelope response. Used by every API of the gateway so all errors look
+/// the same.
+pub fn error_response(
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    registration: Option<&str>,
+) -> Response<ProxyBody> {
+    let body = ErrorEnvelope {
+        error: ErrorBody {
+            code: code.to_owned(),
+            message,
+            registration: registration.map(str::to_owned),
+        },
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut resp = Response::new(full(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(code::ERROR_HEADER, HeaderValue::from_static(code));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}

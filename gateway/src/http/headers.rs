@@ -1,0 +1,138 @@
+//! Header rewriting between caller and app: hop-by-hop headers out, gateway credentials out,
+//! `X-Forwarded-*` and a request id in.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
+
+use super::route::{KEY_HEADER, REGISTRATION_HEADER};
+
+/// Request id header, added when the caller sent none.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// The `Upgrade` value if this is an HTTP/1.1 upgrade request (`Connection: upgrade`).
+pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Remove hop-by-hop headers, including every header the `Connection` header nominates.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let nominated: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in nominated {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Prepare a caller's headers for the app: strip hop-by-hop and gateway-only headers, keep the
+/// upgrade handshake if there is one.
+pub fn prepare_request(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    strip_hop_by_hop(headers);
+    headers.remove(KEY_HEADER);
+    headers.remove(REGISTRATION_HEADER);
+    if let Some(proto) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, proto.clone());
+    }
+}
+
+/// Prepare the app's response headers for the caller.
+pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade = switching_protocols.then(|| headers.get(UPGRADE).cloned()).flatten();
+    strip_hop_by_hop(headers);
+    if let Some(proto) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, proto);
+    }
+}
+
+/// Add `X-Forwarded-For` (appended to any the caller sent), `-Proto`, `-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, caller: IpAddr, tls: bool, host: Option<&str>) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {caller}"),
+        None => caller.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(XFF, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_nominated_and_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret, G2C-Key".parse().unwrap());
+        h.insert("x-secret", "s".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("proxy-authorization", "Bearer k".parse().unwrap());
+        h.insert("g2c-key", "k".parse().unwrap());
+        h.insert("authorization", "Bearer app".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        prepare_request(&mut h, None);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["authorization"], "Bearer app");
+    }
+
+    #[test]
+    fn keeps_upgrade_handshake() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        let up = upgrade_of(&h);
+        assert_eq!(up.as_ref().unwrap(), "websocket");
+        prepare_request(&mut h, up.as_ref());
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, Some("a.example"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+    }
+}

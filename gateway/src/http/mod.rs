@@ -1,0 +1,8 @@
+//! HTTP listeners of the gateway: the caller-facing front door and the shared serve loop.
+
+pub mod body;
+pub mod front;
+pub mod headers;
+pub mod route;
+pub mod serve;
+pub mod upstream;

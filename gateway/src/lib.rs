@@ -1,0 +1,236 @@
+//! Ground2Cloud gateway: the public end of every tunnel.
+//!
+//! [`run`] takes already-bound listeners (so tests bind `127.0.0.1:0`), a validated config and a
+//! shutdown token, and serves until the token fires: SSH for agents, the HTTP front door for
+//! callers, the backchannel for registration, and the admin API.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod backchannel;
+pub mod config;
+pub mod error;
+pub mod hostkey;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod ssh;
+pub mod store;
+pub mod tls;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::auth::AuthCache;
+use crate::config::GatewayConfig;
+use crate::http::serve::{serve, ServeOptions};
+use crate::http::upstream::UpstreamClient;
+use crate::registry::Registry;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The host key could not be loaded or created.
+    #[error(transparent)]
+    HostKey(#[from] g2c_proto::sshkeys::KeyFileError),
+    /// A TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A listener could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The configuration does not match the listeners given.
+    #[error("{0}")]
+    Listeners(&'static str),
+}
+
+/// The gateway's bound sockets.
+pub struct Listeners {
+    /// Plain-HTTP front door.
+    pub http: Option<TcpListener>,
+    /// HTTPS front door.
+    pub https: Option<TcpListener>,
+    /// SSH for agents.
+    pub ssh: TcpListener,
+    /// Registration API.
+    pub backchannel: TcpListener,
+    /// Admin API and metrics.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Bind every listener the config names.
+    pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
+        async fn one(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, GatewayError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind { what, addr, source })
+        }
+        Ok(Self {
+            http: match &config.http {
+                Some(l) => Some(one("http", l.listen).await?),
+                None => None,
+            },
+            https: match &config.https {
+                Some(l) => Some(one("https", l.listen).await?),
+                None => None,
+            },
+            ssh: one("ssh", config.ssh.listen).await?,
+            backchannel: one("backchannel", config.backchannel.listen).await?,
+            admin: one("admin", config.admin.listen).await?,
+        })
+    }
+}
+
+/// State shared by every listener.
+pub struct Shared {
+    /// Validated configuration.
+    pub config: GatewayConfig,
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Cached credentials.
+    pub auth: AuthCache,
+    /// Live agent sessions.
+    pub registry: Arc<Registry>,
+    /// SSH host key.
+    pub host_key: russh::keys::PrivateKey,
+    /// Its public half, OpenSSH format, handed to agents for pinning.
+    pub host_key_public: String,
+    /// Pooled upstream client.
+    pub client: UpstreamClient,
+    /// Readiness (false once draining).
+    pub ready: AtomicBool,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
+}
+
+/// Run the gateway until `shutdown` fires.
+pub async fn run(
+    listeners: Listeners,
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    if listeners.http.is_none() && listeners.https.is_none() {
+        return Err(GatewayError::Listeners("no front-door listener"));
+    }
+    let https_tls = match (&config.https, &listeners.https) {
+        (Some(t), Some(_)) => Some(tls::acceptor(&t.cert, &t.key)?),
+        (None, Some(_)) => return Err(GatewayError::Listeners("https listener without [https] config")),
+        _ => None,
+    };
+    let backchannel_tls = match (&config.backchannel.cert, &config.backchannel.key) {
+        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.path).await?);
+    let auth = AuthCache::load(store.clone()).await?;
+    let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
+    let host_key_public = g2c_proto::sshkeys::public_openssh(host_key.public_key());
+    let registry = Arc::new(Registry::default());
+    let client = http::upstream::client(registry.clone(), config.limits.upstream_pool_idle_per_agent);
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        auth,
+        registry,
+        host_key,
+        host_key_public,
+        client,
+        ready: AtomicBool::new(true),
+        metrics: metrics::Metrics::new(),
+    });
+
+    let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
+    let opts = |name, tls| ServeOptions {
+        name,
+        tls,
+        header_read_timeout: Duration::from_secs(shared.config.limits.header_read_timeout_secs),
+        grace,
+    };
+    // Listeners that drain on shutdown; SSH and the refresher stop with a token of their own so
+    // tunnels outlive the front door's drain.
+    let tunnels_stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (listener, tls, name) in [
+        (listeners.http, None, "http"),
+        (listeners.https, https_tls, "https"),
+    ] {
+        if let Some(listener) = listener {
+            let s = shared.clone();
+            tasks.spawn(serve(
+                listener,
+                opts(name, tls),
+                move |req, peer, tls| http::front::handle(s.clone(), req, peer, tls),
+                shutdown.clone(),
+            ));
+        }
+    }
+    let s = shared.clone();
+    tasks.spawn(serve(
+        listeners.backchannel,
+        opts("backchannel", backchannel_tls),
+        move |req, _, _| backchannel::handle(s.clone(), req),
+        shutdown.clone(),
+    ));
+    let s = shared.clone();
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(serve(
+        listeners.admin,
+        opts("admin", None),
+        move |req, _, _| admin::handle(s.clone(), req),
+        admin_stop.clone(),
+    ));
+    let ssh_task = tokio::spawn(ssh::serve(listeners.ssh, shared.clone(), tunnels_stop.clone()));
+    let refresher = tokio::spawn(
+        refresh_loop(shared.clone(), tunnels_stop.clone()).instrument(tracing::info_span!("auth_refresh")),
+    );
+
+    shutdown.cancelled().await;
+    shared.ready.store(false, Ordering::SeqCst);
+    tracing::info!("shutting down: draining in-flight requests");
+    while tasks.join_next().await.is_some() {}
+    tunnels_stop.cancel();
+    shared.registry.close_all("gateway shutting down");
+    let _ = ssh_task.await;
+    let _ = refresher.await;
+    admin_stop.cancel();
+    let _ = admin.await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Poll the store for changes; close tunnels of revoked registrations; keep gauges current.
+async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(auth::REFRESH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = shared.auth.refresh_if_changed().await {
+            tracing::warn!(error = %e, "store poll failed");
+        }
+        let snap = shared.auth.snapshot();
+        shared
+            .registry
+            .close_unless(|id| snap.registrations.contains_key(id));
+        shared.metrics.agents_connected.set(shared.registry.len() as i64);
+    }
+}

@@ -1,0 +1,289 @@
+//! `g2c-gateway`: parse flags and config, then either run the gateway or perform one admin
+//! operation on the store (tokens, API keys, registrations).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use g2c_gateway::config::GatewayConfig;
+use g2c_gateway::store::{SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "g2c-gateway", version, about = "Ground2Cloud gateway")]
+struct Cli {
+    /// Config file (TOML). Without it, embedded defaults are used.
+    #[arg(long, short, global = true, env = "G2C_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        op: TokenOp,
+    },
+    /// Caller API keys.
+    Key {
+        #[command(subcommand)]
+        op: KeyOp,
+    },
+    /// Registered agents.
+    Registration {
+        #[command(subcommand)]
+        op: RegistrationOp,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        op: ConfigOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenOp {
+    /// Create a token (printed once).
+    Create {
+        /// Registrations it may create (0 = unlimited).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Lifetime, e.g. 30m, 24h, 7d (0 = never expires).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+    /// List tokens.
+    List,
+    /// Revoke a token.
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyOp {
+    /// Create an API key for one registration (printed once).
+    Create {
+        /// Registration the key may call.
+        #[arg(long)]
+        registration: String,
+    },
+    /// List keys.
+    List {
+        /// Only this registration's keys.
+        #[arg(long)]
+        registration: Option<String>,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// Key id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistrationOp {
+    /// List registrations.
+    List,
+    /// Show one registration.
+    Show {
+        /// Registration ID.
+        id: String,
+    },
+    /// Revoke a registration (and its keys); its live tunnel closes.
+    Revoke {
+        /// Registration ID.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigOp {
+    /// Validate the config file and report the first bad field.
+    Check,
+}
+
+fn parse_duration(text: &str) -> Result<Option<Duration>> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(None);
+    }
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num.parse().with_context(|| format!("invalid duration {text:?}"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => bail!("invalid duration unit in {text:?} (use s, m, h or d)"),
+    };
+    Ok(Some(Duration::from_secs(secs)))
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<GatewayConfig> {
+    Ok(match path {
+        Some(p) => GatewayConfig::load(p)?,
+        None => {
+            let c = GatewayConfig::default();
+            c.validate()?;
+            c
+        }
+    })
+}
+
+fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", human(value));
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("G2C_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let config = load_config(cli.config.as_ref())?;
+    let json = cli.json;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            init_tracing();
+            let listeners = g2c_gateway::Listeners::bind(&config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shutdown_signal(shutdown.clone()));
+            g2c_gateway::run(listeners, config, shutdown).await?;
+        }
+        Command::Config { op: ConfigOp::Check } => {
+            println!("config ok");
+        }
+        Command::Token { op } => {
+            let store = SqliteStore::open(&config.store.path).await?;
+            match op {
+                TokenOp::Create { uses, ttl } => {
+                    let uses = (uses > 0).then_some(uses);
+                    let created = store.create_token(uses, parse_duration(&ttl)?).await?;
+                    print(json, &created, |c| c.secret.clone())?;
+                }
+                TokenOp::List => print(json, &store.list_tokens().await?, |ts| {
+                    ts.iter()
+                        .map(|t| {
+                            format!(
+                                "{}\tuses_left={}\texpires_at={}\t{}",
+                                t.id,
+                                t.uses_left.map_or("unlimited".into(), |n| n.to_string()),
+                                t.expires_at.map_or("never".into(), |n| n.to_string()),
+                                if t.revoked_at.is_some() { "revoked" } else { "active" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?,
+                TokenOp::Revoke { id } => {
+                    store.revoke_token(&id).await?;
+                    print(json, &serde_json::json!({"revoked": id}), |_| format!("token {id} revoked"))?;
+                }
+            }
+        }
+        Command::Key { op } => {
+            let store = SqliteStore::open(&config.store.path).await?;
+            match op {
+                KeyOp::Create { registration } => {
+                    let created = store.create_key(&registration).await?;
+                    print(json, &created, |c| c.secret.clone())?;
+                }
+                KeyOp::List { registration } => {
+                    print(json, &store.list_keys(registration.as_deref()).await?, |ks| {
+                        ks.iter()
+                            .map(|k| {
+                                format!(
+                                    "{}\tregistration={}\t{}",
+                                    k.id,
+                                    k.registration_id,
+                                    if k.revoked_at.is_some() { "revoked" } else { "active" }
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })?
+                }
+                KeyOp::Revoke { id } => {
+                    store.revoke_key(&id).await?;
+                    print(json, &serde_json::json!({"revoked": id}), |_| format!("key {id} revoked"))?;
+                }
+            }
+        }
+        Command::Registration { op } => {
+            let store = SqliteStore::open(&config.store.path).await?;
+            match op {
+                RegistrationOp::List => print(json, &store.list_registrations().await?, |rs| {
+                    rs.iter()
+                        .map(|r| {
+                            format!(
+                                "{}\tname={}\tport={}\t{}",
+                                r.id,
+                                r.name.as_deref().unwrap_or("-"),
+                                r.tunnel_port,
+                                if r.revoked_at.is_some() { "revoked" } else { "active" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?,
+                RegistrationOp::Show { id } => {
+                    let r = store.registration(&id).await?;
+                    print(json, &r, |r| {
+                        format!(
+                            "id:          {}\nname:        {}\ntunnel_port: {}\npublic_key:  {}\ncreated_at:  {}\nrevoked_at:  {}",
+                            r.id,
+                            r.name.as_deref().unwrap_or("-"),
+                            r.tunnel_port,
+                            r.public_key,
+                            r.created_at,
+                            r.revoked_at.map_or("-".into(), |t| t.to_string())
+                        )
+                    })?
+                }
+                RegistrationOp::Revoke { id } => {
+                    store.revoke_registration(&id).await?;
+                    print(json, &serde_json::json!({"revoked": id}), |_| format!("registration {id} revoked"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Live agent sessions, one per registration. A new session replaces the old one at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use g2c_proto::mux::{Mux, MuxHandle};
+use g2c_proto::ServiceDecl;
+
+/// One connected agent.
+pub struct AgentSession {
+    /// Unique per gateway process; distinguishes a replaced session from its successor.
+    pub id: u64,
+    /// Registration the session authenticated as.
+    pub registration_id: String,
+    /// The yamux connection over the forwarded channel.
+    pub mux: MuxHandle,
+    /// The SSH session, to disconnect it.
+    pub ssh: russh::server::Handle,
+    /// Services the agent announced.
+    pub services: Vec<ServiceDecl>,
+    /// Agent software version from Hello.
+    pub agent_version: String,
+    /// Agent's address as seen by the gateway.
+    pub peer: SocketAddr,
+    /// When the session became usable.
+    pub connected_at: SystemTime,
+}
+
+impl AgentSession {
+    /// Close the tunnel: end the mux and disconnect SSH (without waiting for either).
+    pub fn close(&self, reason: &'static str) {
+        tracing::info!(registration = %self.registration_id, session = self.id, reason, "closing agent session");
+        self.mux.close();
+        let ssh = self.ssh.clone();
+        tokio::spawn(async move {
+            let _ = ssh
+                .disconnect(russh::Disconnect::ByApplication, reason.into(), "en".into())
+                .await;
+        });
+    }
+
+    /// The service HTTP requests go to: the first HTTP service the agent announced.
+    pub fn http_service(&self) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|s| s.kind == g2c_proto::ServiceKind::Http)
+            .map(|s| s.name.as_str())
+    }
+}
+
+/// All live sessions by registration ID.
+#[derive(Default)]
+pub struct Registry {
+    sessions: DashMap<String, Arc<AgentSession>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Install `session`, closing any session it replaces.
+    pub fn insert(&self, session: Arc<AgentSession>) {
+        let old = self
+            .sessions
+            .insert(session.registration_id.clone(), session);
+        if let Some(old) = old {
+            old.close("replaced by a new session");
+        }
+    }
+
+    /// Remove the session for `registration` if it is still `session_id`.
+    pub fn remove_if(&self, registration: &str, session_id: u64) {
+        self.sessions
+            .remove_if(registration, |_, s| s.id == session_id);
+    }
+
+    /// The live session of a registration (cloned out; no guard is held).
+    pub fn get(&self, registration: &str) -> Option<Arc<AgentSession>> {
+        self.sessions.get(registration).map(|s| s.value().clone())
+    }
+
+    /// Close and remove sessions whose registration is not in `live`.
+    pub fn close_unless(&self, live: impl Fn(&str) -> bool) {
+        let dead: Vec<Arc<AgentSession>> = self
+            .sessions
+            .iter()
+            .filter(|s| !live(s.key()))
+            .map(|s| s.value().clone())
+            .collect();
+        for s in dead {
+            self.remove_if(&s.registration_id, s.id);
+            s.close("registration revoked");
+        }
+    }
+
+    /// Close every session (shutdown).
+    pub fn close_all(&self, reason: &'static str) {
+        let all: Vec<Arc<AgentSession>> = self.sessions.iter().map(|s| s.value().clone()).collect();
+        self.sessions.clear();
+        for s in all {
+            s.close(reason);
+        }
+    }
+
+    /// Number of connected agents.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no agent is connected.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}

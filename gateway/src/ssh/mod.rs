@@ -1,0 +1,189 @@
+//! The embedded SSH server agents dial: public-key auth bound to a registration, one
+//! `tcpip-forward` for the registration's own port, and nothing else (no shell, no exec, no
+//! direct-tcpip, no compression).
+
+mod tunnel;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use g2c_proto::{sshkeys, tuning};
+use russh::keys::PrivateKey;
+use russh::server::{Auth, Msg, Session};
+use russh::{cipher, compression, Channel, MethodKind, MethodSet, Preferred};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::store::Registration;
+use crate::Shared;
+
+/// SSH server configuration: tuned window and packets, AES-256-GCM first, no compression,
+/// keepalive so a dead agent is noticed within ~15 s.
+pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
+    let preferred = Preferred {
+        cipher: Cow::Borrowed(&[
+            cipher::AES_256_GCM,
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_128_GCM,
+            cipher::AES_256_CTR,
+        ]),
+        compression: Cow::Borrowed(&[compression::NONE]),
+        ..Preferred::default()
+    };
+    russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        keys: vec![host_key],
+        window_size: tuning::SSH_WINDOW_SIZE,
+        maximum_packet_size: tuning::SSH_MAX_PACKET_SIZE,
+        preferred,
+        max_auth_attempts: 3,
+        inactivity_timeout: None,
+        keepalive_interval: Some(tuning::SSH_KEEPALIVE_INTERVAL),
+        keepalive_max: tuning::SSH_KEEPALIVE_MAX,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Accept SSH connections until `shutdown`.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let config = Arc::new(server_config(shared.host_key.clone()));
+    tracing::info!(listener = "ssh", addr = ?listener.local_addr().ok(), "listening");
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ssh accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let handler = TunnelHandler {
+            shared: shared.clone(),
+            peer,
+            registration: None,
+            forwarded: false,
+        };
+        let config = config.clone();
+        let span = tracing::info_span!("ssh", %peer);
+        tokio::spawn(
+            async move {
+                match russh::server::run_stream(config, tcp, handler).await {
+                    Ok(session) => {
+                        if let Err(e) = session.await {
+                            tracing::debug!(error = %e, "ssh session ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "ssh handshake failed"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Per-connection SSH handler.
+struct TunnelHandler {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// Set once public-key auth succeeded (signature verified).
+    registration: Option<Registration>,
+    /// Whether this session already asked for its forward.
+    forwarded: bool,
+}
+
+impl TunnelHandler {
+    async fn registration_for(&self, user: &str, key: &russh::keys::PublicKey) -> Option<Registration> {
+        let reg = self.shared.store.registration(user).await.ok()?;
+        if reg.revoked_at.is_some() {
+            return None;
+        }
+        let stored = sshkeys::parse_public(&reg.public_key).ok()?;
+        sshkeys::same_key(&stored, key).then_some(reg)
+    }
+}
+
+impl russh::server::Handler for TunnelHandler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Only spares the signature check for keys that cannot succeed; identity is bound in
+        // `auth_publickey`, after the signature is verified.
+        Ok(match self.registration_for(user, offer.public_key).await {
+            Some(_) => Auth::Accept,
+            None => Auth::reject(),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.registration_for(user, key.public_key).await {
+            Some(reg) => {
+                tracing::info!(registration = %reg.id, "agent authenticated");
+                self.registration = Some(reg);
+                Ok(Auth::Accept)
+            }
+            None => {
+                tracing::info!(user, "ssh auth refused: unknown registration or key");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        drop(reply); // refused: agents never get a shell
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(reg) = self.registration.clone() else {
+            return Ok(false);
+        };
+        if *port != u32::from(reg.tunnel_port) || self.forwarded {
+            tracing::warn!(registration = %reg.id, port = *port, "refused tcpip-forward for a port that is not the registration's");
+            return Ok(false);
+        }
+        self.forwarded = true;
+        // Opening the forwarded channel must not be awaited here: the session loop is blocked
+        // on this handler until it returns.
+        let span = tracing::info_span!("tunnel", registration = %reg.id);
+        tokio::spawn(
+            tunnel::run(
+                self.shared.clone(),
+                session.handle(),
+                reg,
+                address.to_owned(),
+                *port,
+                self.peer,
+            )
+            .instrument(span),
+        );
+        Ok(true)
+    }
+}

@@ -1,0 +1,174 @@
+//! One agent tunnel on the gateway side: open the forwarded channel back to the agent, run yamux
+//! over it (gateway = client mode), answer the control stream's Hello, publish the session, and
+//! keep serving heartbeats until either side goes away.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use g2c_proto::frame::{read_frame, write_frame};
+use g2c_proto::mux::{self, Mode, Mux, MuxStream};
+use g2c_proto::{tuning, ControlMessage, ServiceDecl, PROTOCOL_VERSION};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use crate::registry::AgentSession;
+use crate::store::Registration;
+use crate::Shared;
+
+/// How long the agent has to open the control stream and say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most services one agent may announce.
+const MAX_SERVICES: usize = 64;
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    ssh: russh::server::Handle,
+    reg: Registration,
+    address: String,
+    port: u32,
+    peer: SocketAddr,
+) {
+    let channel = match ssh
+        .channel_open_forwarded_tcpip(address, port, peer.ip().to_string(), u32::from(peer.port()))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open the forwarded channel");
+            return;
+        }
+    };
+    let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Client);
+    let control = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
+        Ok(Some(s)) => s,
+        _ => {
+            tracing::warn!("agent did not open a control stream in time");
+            mux.close();
+            return;
+        }
+    };
+    // The agent has no business opening further streams: refuse them by dropping the receiver.
+    drop(inbound);
+    let (read, mut write) = tokio::io::split(control);
+    let mut frames = spawn_reader(read);
+
+    let (agent_version, services) = match tokio::time::timeout(HELLO_TIMEOUT, frames.recv()).await {
+        Ok(Some(ControlMessage::Hello {
+            version,
+            agent_version,
+            services,
+        })) => match check_hello(version, &services) {
+            Ok(()) => (agent_version, services),
+            Err(reason) => {
+                tracing::warn!(%reason, "refused agent hello");
+                let _ = write_frame(&mut write, &ControlMessage::Refused { reason }).await;
+                mux.close();
+                return;
+            }
+        },
+        _ => {
+            tracing::warn!("agent sent no valid hello");
+            mux.close();
+            return;
+        }
+    };
+    let welcome = ControlMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        registration_id: reg.id.clone(),
+        heartbeat_secs: tuning::HEARTBEAT_INTERVAL.as_secs() as u32,
+        max_streams: tuning::YAMUX_MAX_STREAMS as u32,
+    };
+    if write_frame(&mut write, &welcome).await.is_err() {
+        mux.close();
+        return;
+    }
+
+    let session = Arc::new(AgentSession {
+        id: shared.registry.next_session_id(),
+        registration_id: reg.id.clone(),
+        mux: mux.clone(),
+        ssh,
+        services,
+        agent_version,
+        peer,
+        connected_at: SystemTime::now(),
+    });
+    shared.registry.insert(session.clone());
+    tracing::info!(session = session.id, agent_version = %session.agent_version, "agent connected");
+
+    control_loop(&mut frames, &mut write, &mux).await;
+
+    shared.registry.remove_if(&reg.id, session.id);
+    session.close("tunnel ended");
+    tracing::info!(session = session.id, "agent disconnected");
+}
+
+fn check_hello(version: u16, services: &[ServiceDecl]) -> Result<(), String> {
+    if version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {version} is not supported (gateway speaks {PROTOCOL_VERSION})"
+        ));
+    }
+    if services.len() > MAX_SERVICES {
+        return Err(format!("at most {MAX_SERVICES} services"));
+    }
+    let mut names = std::collections::HashSet::new();
+    for s in services {
+        if s.name.is_empty() || s.name.len() > 64 || !names.insert(s.name.as_str()) {
+            return Err(format!("invalid or duplicate service name {:?}", s.name));
+        }
+    }
+    Ok(())
+}
+
+/// Read control frames on their own task so the loop below can select on them safely.
+fn spawn_reader(mut read: ReadHalf<MuxStream>) -> mpsc::Receiver<ControlMessage> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            match read_frame::<ControlMessage, _>(&mut read).await {
+                Ok(Some(msg)) => {
+                    if tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "control stream read failed");
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn control_loop(
+    frames: &mut mpsc::Receiver<ControlMessage>,
+    write: &mut WriteHalf<MuxStream>,
+    mux: &mux::MuxHandle,
+) {
+    // The agent heartbeats every interval; three missed beats mean it is gone even if SSH
+    // keepalives still pass (a wedged agent).
+    let silence_limit = tuning::HEARTBEAT_INTERVAL * 3;
+    loop {
+        tokio::select! {
+            msg = tokio::time::timeout(silence_limit, frames.recv()) => match msg {
+                Ok(Some(ControlMessage::Heartbeat { seq })) => {
+                    if write_frame(write, &ControlMessage::HeartbeatAck { seq }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(other)) => tracing::debug!(?other, "ignored control message"),
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!("agent heartbeats stopped");
+                    return;
+                }
+            },
+            _ = mux.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Persistent state: enrollment tokens, registrations and API keys, behind the [`Store`] trait.
+//!
+//! Secrets (tokens, API keys) are stored only as SHA-256 hashes; the plaintext is returned once,
+//! at creation. Every mutation bumps a version number so running gateways can cheaply notice
+//! changes made by another process (the CLI, another node) and refresh their caches.
+
+mod schema;
+mod sqlite;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The enrollment token is unknown, revoked, expired or used up.
+    #[error("enrollment token rejected: {0}")]
+    TokenRejected(&'static str),
+    /// The named object does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// No free port is left in the configured range.
+    #[error("no free port left in the configured range")]
+    PortsExhausted,
+    /// The input is unacceptable (e.g. a malformed public key).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registration {
+    /// Registration ID (SSH user name, routing key).
+    pub id: String,
+    /// Operator-friendly name.
+    pub name: Option<String>,
+    /// Agent public key, OpenSSH format.
+    pub public_key: String,
+    /// Port the agent forwards; first public TCP port.
+    pub tunnel_port: u16,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// An enrollment token (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// Short id for listing and revoking.
+    pub id: String,
+    /// Registrations it may still create; `None` = unlimited.
+    pub uses_left: Option<i64>,
+    /// Unix seconds after which it is refused.
+    pub expires_at: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// An API key (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyInfo {
+    /// Short id, safe to log.
+    pub id: String,
+    /// The one registration this key may call.
+    pub registration_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A freshly created secret, shown once.
+#[derive(Clone, Serialize)]
+pub struct Created<T> {
+    /// What was created.
+    #[serde(flatten)]
+    pub info: T,
+    /// The plaintext secret.
+    pub secret: String,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Created<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created")
+            .field("info", &self.info)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Everything the request path needs to authenticate, loaded at once.
+#[derive(Debug, Clone, Default)]
+pub struct AuthData {
+    /// Live (non-revoked) registrations.
+    pub registrations: Vec<Registration>,
+    /// Live keys with their hashes: `(sha256 hex, info)`.
+    pub keys: Vec<(String, ApiKeyInfo)>,
+}
+
+/// Inclusive port range for allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port.
+    pub end: u16,
+}
+
+/// Result alias.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The gateway's persistent state. Object-safe so a PostgreSQL implementation can sit beside
+/// SQLite without touching callers.
+pub trait Store: Send + Sync + 'static {
+    /// Create an enrollment token.
+    fn create_token(
+        &self,
+        uses: Option<u32>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, StoreResult<Created<TokenInfo>>>;
+    /// All tokens.
+    fn list_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<TokenInfo>>>;
+    /// Revoke a token by id.
+    fn revoke_token<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+    /// Consume one use of `token` and create a registration for `public_key`.
+    fn register<'a>(
+        &'a self,
+        token: &'a str,
+        name: Option<&'a str>,
+        public_key: &'a str,
+        ports: PortRange,
+    ) -> BoxFuture<'a, StoreResult<Registration>>;
+    /// One registration (revoked ones included).
+    fn registration<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Registration>>;
+    /// All registrations.
+    fn list_registrations(&self) -> BoxFuture<'_, StoreResult<Vec<Registration>>>;
+    /// Revoke a registration and all its keys.
+    fn revoke_registration<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+    /// Create an API key for a live registration.
+    fn create_key<'a>(
+        &'a self,
+        registration_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Created<ApiKeyInfo>>>;
+    /// Keys, optionally of one registration.
+    fn list_keys<'a>(
+        &'a self,
+        registration_id: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<ApiKeyInfo>>>;
+    /// Revoke an API key by id.
+    fn revoke_key<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+    /// Counter bumped by every mutation.
+    fn version(&self) -> BoxFuture<'_, StoreResult<i64>>;
+    /// Live registrations and keys.
+    fn auth_data(&self) -> BoxFuture<'_, StoreResult<AuthData>>;
+}
+
+/// SHA-256 hex digest of a secret, as stored.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// Current Unix time in seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Random lowercase alphanumeric string starting with a letter (DNS-label safe).
+pub fn random_id(len: usize) -> String {
+    use rand::Rng;
+    const LETTERS: &[u8] = b"abcdefghijkmnpqrstuvwxyz";
+    const ALNUM: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    let mut s = String::with_capacity(len);
+    s.push(LETTERS[rng.gen_range(0..LETTERS.len())] as char);
+    for _ in 1..len {
+        s.push(ALNUM[rng.gen_range(0..ALNUM.len())] as char);
+    }
+    s
+}
+
+/// A high-entropy secret with a recognisable prefix (`g2ct_` tokens, `g2ck_` keys), so leaked
+/// secrets are easy to spot and grep for.
+pub fn random_secret(prefix: &str) -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}

@@ -1,0 +1,24 @@
+//! Caller-facing error codes, shared so that clients (and tests) match on the same strings the
+//! gateway sends in the `G2C-Error` header and the JSON body.
+
+/// No or unknown API key.
+pub const UNAUTHORIZED: &str = "unauthorized";
+/// The API key belongs to another registration.
+pub const FORBIDDEN: &str = "forbidden";
+/// No such registration (or revoked).
+pub const UNKNOWN_REGISTRATION: &str = "unknown_registration";
+/// The registration's agent has no live tunnel.
+pub const AGENT_OFFLINE: &str = "agent_offline";
+/// The agent is up but the local application refused or is unreachable.
+pub const LOCAL_SERVICE_UNAVAILABLE: &str = "local_service_unavailable";
+/// The local application did not answer in time.
+pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+/// The gateway or the tunnel is at capacity.
+pub const OVERLOADED: &str = "overloaded";
+/// The request is malformed or names no registration.
+pub const BAD_REQUEST: &str = "bad_request";
+/// Something failed inside the gateway itself.
+pub const INTERNAL: &str = "internal";
+
+/// Header carrying the error code on every error response.
+pub const ERROR_HEADER: &str = "g2c-error";

@@ -1,0 +1,23 @@
+//! Ground2Cloud wire format, shared by the gateway and the agent.
+//!
+//! Everything that crosses the tunnel is defined here: the length-prefixed frame codec
+//! ([`frame`]), the typed messages carried in it ([`messages`]), the backchannel registration API
+//! bodies ([`registration`]), the caller-facing error codes ([`error_code`]), the yamux driver
+//! ([`mux`]) and the tuning constants both sides must agree on ([`tuning`]). No sockets and no
+//! config files live here: every function works on any `AsyncRead`/`AsyncWrite` or on bytes.
+#![forbid(unsafe_code)]
+
+pub mod error_code;
+pub mod frame;
+pub mod messages;
+pub mod mux;
+pub mod registration;
+pub mod sshkeys;
+pub mod tuning;
+
+pub use frame::{FrameError, MAX_FRAME_LEN};
+pub use messages::{Ack, AckCode, ControlMessage, ServiceDecl, ServiceKind, StreamHeader};
+
+/// Protocol version spoken by this build. Bumped on any incompatible change to a message; a peer
+/// that sends a different major version is refused with a clear error instead of misparsed.
+pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,211 @@
+//! The yamux driver: one task owns a `yamux::Connection`, keeps polling it for inbound streams
+//! (which is what drives all of its I/O) and serves requests for new outbound streams.
+//!
+//! Callers see the [`Mux`] trait: open a stream, close the connection, wait for it to end.
+//! Streams come out as tokio `AsyncRead + AsyncWrite` ([`MuxStream`]); shutting down the write
+//! half sends a yamux FIN, so half-close is preserved end to end.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::task::Poll;
+
+use futures::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use yamux::Mode;
+
+use crate::tuning;
+
+/// A multiplexed stream, usable with tokio I/O.
+pub type MuxStream = Compat<yamux::Stream>;
+
+/// Why a stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    /// The connection is closed (or its driver ended).
+    #[error("multiplexed connection is closed")]
+    Closed,
+    /// yamux refused (e.g. too many streams).
+    #[error("yamux: {0}")]
+    Yamux(#[from] yamux::ConnectionError),
+}
+
+/// A multiplexed connection that can open streams. Kept small so the transport can be swapped.
+pub trait Mux: Send + Sync {
+    /// Open a new outbound stream.
+    fn open(&self) -> impl Future<Output = Result<MuxStream, MuxError>> + Send;
+    /// Ask the connection to close; streams end, the driver exits.
+    fn close(&self);
+    /// Whether the connection has ended.
+    fn is_closed(&self) -> bool;
+}
+
+/// Handle to a yamux connection driven by [`spawn`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MuxHandle {
+    open_tx: mpsc::Sender<oneshot::Sender<Result<yamux::Stream, MuxError>>>,
+    close: CancellationToken,
+    done: CancellationToken,
+}
+
+impl MuxHandle {
+    /// Resolves when the connection has ended, for whatever reason.
+    pub async fn closed(&self) {
+        self.done.cancelled().await
+    }
+}
+
+impl Mux for MuxHandle {
+    async fn open(&self) -> Result<MuxStream, MuxError> {
+        let (tx, rx) = oneshot::channel();
+        self.open_tx.send(tx).await.map_err(|_| MuxError::Closed)?;
+        let stream = rx.await.map_err(|_| MuxError::Closed)??;
+        Ok(stream.compat())
+    }
+
+    fn close(&self) {
+        self.close.cancel();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.done.is_cancelled()
+    }
+}
+
+/// The yamux configuration both sides use: explicit stream and window limits (the crate's default
+/// would let one peer pin 1 GiB).
+pub fn config() -> yamux::Config {
+    let mut cfg = yamux::Config::default();
+    // Window first: yamux asserts window >= 256 KiB * streams at each setter.
+    cfg.set_max_connection_receive_window(Some(tuning::YAMUX_CONNECTION_WINDOW));
+    cfg.set_max_num_streams(tuning::YAMUX_MAX_STREAMS);
+    cfg
+}
+
+/// How many inbound streams may wait for the consumer before new ones are refused (reset).
+const INBOUND_BACKLOG: usize = 64;
+
+/// Start driving a yamux connection over `io` on the current tokio runtime.
+///
+/// Returns the handle for opening streams and a receiver of inbound streams. If the receiver is
+/// dropped or full, inbound streams are refused (reset) rather than queued without bound.
+pub fn spawn<T>(io: T, mode: Mode) -> (MuxHandle, mpsc::Receiver<MuxStream>)
+where
+    T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
+{
+    spawn_with_config(io, mode, config())
+}
+
+/// [`spawn`] with an explicit yamux configuration (tests, benches).
+pub fn spawn_with_config<T>(
+    io: T,
+    mode: Mode,
+    cfg: yamux::Config,
+) -> (MuxHandle, mpsc::Receiver<MuxStream>)
+where
+    T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
+{
+    let (open_tx, open_rx) = mpsc::channel(64);
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
+    let close = CancellationToken::new();
+    let done = CancellationToken::new();
+    let conn = yamux::Connection::new(io, cfg, mode);
+    let driver = drive(conn, open_rx, inbound_tx, close.clone(), done.clone());
+    tokio::spawn(driver.instrument(tracing::debug_span!("yamux", ?mode)));
+    (
+        MuxHandle {
+            open_tx,
+            close,
+            done,
+        },
+        inbound_rx,
+    )
+}
+
+type OpenRequest = oneshot::Sender<Result<yamux::Stream, MuxError>>;
+
+async fn drive<T>(
+    mut conn: yamux::Connection<T>,
+    mut open_rx: mpsc::Receiver<OpenRequest>,
+    inbound_tx: mpsc::Sender<MuxStream>,
+    close: CancellationToken,
+    done: CancellationToken,
+) where
+    T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
+{
+    let mut pending: VecDeque<OpenRequest> = VecDeque::new();
+    let result = tokio::select! {
+        r = poll_fn(|cx| poll_connection(cx, &mut conn, &mut open_rx, &mut pending, &inbound_tx)) => r,
+        _ = close.cancelled() => {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                poll_fn(|cx| conn.poll_close(cx)),
+            )
+            .await;
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => tracing::debug!("yamux connection closed"),
+        Err(e) => tracing::debug!(error = %e, "yamux connection ended with an error"),
+    }
+    for req in pending.drain(..) {
+        let _ = req.send(Err(MuxError::Closed));
+    }
+    open_rx.close();
+    while let Ok(req) = open_rx.try_recv() {
+        let _ = req.send(Err(MuxError::Closed));
+    }
+    done.cancel();
+}
+
+fn poll_connection<T>(
+    cx: &mut std::task::Context<'_>,
+    conn: &mut yamux::Connection<T>,
+    open_rx: &mut mpsc::Receiver<OpenRequest>,
+    pending: &mut VecDeque<OpenRequest>,
+    inbound_tx: &mpsc::Sender<MuxStream>,
+) -> Poll<Result<(), yamux::ConnectionError>>
+where
+    T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
+{
+    while let Poll::Ready(Some(req)) = open_rx.poll_recv(cx) {
+        pending.push_back(req);
+    }
+    while !pending.is_empty() {
+        match conn.poll_new_outbound(cx) {
+            Poll::Ready(Ok(stream)) => {
+                if let Some(req) = pending.pop_front() {
+                    let _ = req.send(Ok(stream));
+                }
+            }
+            Poll::Ready(Err(e)) => {
+                // Opening failed (e.g. stream limit): tell the one caller; the connection may
+                // still be usable, so keep driving it unless it is closed.
+                let closed = matches!(e, yamux::ConnectionError::Closed);
+                if let Some(req) = pending.pop_front() {
+                    let _ = req.send(Err(MuxError::Yamux(e)));
+                }
+                if closed {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            Poll::Pending => break,
+        }
+    }
+    loop {
+        match conn.poll_next_inbound(cx) {
+            Poll::Ready(Some(Ok(stream))) => {
+                if inbound_tx.try_send(stream.compat()).is_err() {
+                    tracing::debug!("inbound stream refused: backlog full or nobody listening");
+                }
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+            Poll::Ready(None) => return Poll::Ready(Ok(())),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}

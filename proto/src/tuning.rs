@@ -1,0 +1,29 @@
+//! Tuning constants both sides agree on: SSH window and packet size, yamux limits, timeouts.
+//!
+//! The SSH figures follow DESIGN.md's measurements (AES-256-GCM first, large window). russh logs
+//! an error for packets above 65,535 bytes, so the packet size stays at that ceiling.
+
+use std::time::Duration;
+
+/// SSH channel window: large, so one bulk stream is not throttled by window updates.
+pub const SSH_WINDOW_SIZE: u32 = 16 * 1024 * 1024;
+/// Largest SSH packet we announce.
+pub const SSH_MAX_PACKET_SIZE: u32 = 65_535;
+/// Interval between SSH keepalives when the peer is silent.
+pub const SSH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered keepalives before the session is declared dead (so ~15 s to detect a dead peer).
+pub const SSH_KEEPALIVE_MAX: usize = 3;
+
+/// Most concurrent yamux streams on one tunnel.
+pub const YAMUX_MAX_STREAMS: usize = 256;
+/// Receive window across all streams of one tunnel: 256 KiB × max streams (yamux's floor).
+pub const YAMUX_CONNECTION_WINDOW: usize = 256 * 1024 * YAMUX_MAX_STREAMS;
+
+/// Interval between control-stream heartbeats.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the agent may take to answer a stream header.
+pub const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent waits to connect to a local service before refusing the stream.
+pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Buffer size for each direction of a spliced stream.
+pub const SPLICE_BUFFER: usize = 64 * 1024;
