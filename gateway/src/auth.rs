@@ -69,6 +69,18 @@ impl AuthCache {
         Ok(snap)
     }
 
+    /// Look up a key; on a miss, pick up store changes first (a key created a moment ago by the
+    /// CLI works at once). Unknown keys cost one version query, not a table load.
+    pub async fn key(&self, secret: &str) -> Option<(Arc<AuthSnapshot>, ApiKeyInfo)> {
+        let snap = self.snapshot();
+        if let Some(k) = snap.key(secret) {
+            return Some((snap.clone(), k.clone()));
+        }
+        let snap = self.refresh_if_changed().await.ok().flatten()?;
+        let k = snap.key(secret)?.clone();
+        Some((snap, k))
+    }
+
     /// Reload if the store changed; returns the new snapshot when it did.
     pub async fn refresh_if_changed(&self) -> StoreResult<Option<Arc<AuthSnapshot>>> {
         let version = self.store.version().await?;

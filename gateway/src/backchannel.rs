@@ -82,7 +82,7 @@ async fn register(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody
         registration_id: reg.id,
         tunnel_port: reg.tunnel_port,
         ssh_host: shared.config.ssh.public_host.clone(),
-        ssh_port: shared.config.public_ssh_port(),
+        ssh_port: shared.ssh_public_port,
         gateway_host_key: shared.host_key_public.clone(),
     };
     let mut resp = Response::new(full(Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())));

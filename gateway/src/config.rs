@@ -279,9 +279,4 @@ impl GatewayConfig {
         }
         Ok(())
     }
-
-    /// The SSH port agents are told to dial.
-    pub fn public_ssh_port(&self) -> u16 {
-        self.ssh.public_port.unwrap_or(self.ssh.listen.port())
-    }
 }

@@ -98,6 +98,34 @@ impl Listeners {
     }
 }
 
+/// Actual addresses of bound listeners (port 0 resolved), for tests and `--ready-file`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BoundAddrs {
+    /// Plain-HTTP front door.
+    pub http: Option<std::net::SocketAddr>,
+    /// HTTPS front door.
+    pub https: Option<std::net::SocketAddr>,
+    /// SSH.
+    pub ssh: std::net::SocketAddr,
+    /// Backchannel.
+    pub backchannel: std::net::SocketAddr,
+    /// Admin.
+    pub admin: std::net::SocketAddr,
+}
+
+impl Listeners {
+    /// The addresses actually bound.
+    pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
+        Ok(BoundAddrs {
+            http: self.http.as_ref().map(|l| l.local_addr()).transpose()?,
+            https: self.https.as_ref().map(|l| l.local_addr()).transpose()?,
+            ssh: self.ssh.local_addr()?,
+            backchannel: self.backchannel.local_addr()?,
+            admin: self.admin.local_addr()?,
+        })
+    }
+}
+
 /// State shared by every listener.
 pub struct Shared {
     /// Validated configuration.
@@ -112,6 +140,8 @@ pub struct Shared {
     pub host_key: russh::keys::PrivateKey,
     /// Its public half, OpenSSH format, handed to agents for pinning.
     pub host_key_public: String,
+    /// SSH port agents are told to dial.
+    pub ssh_public_port: u16,
     /// Pooled upstream client.
     pub client: UpstreamClient,
     /// Readiness (false once draining).
@@ -143,6 +173,14 @@ pub async fn run(
     let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
     let host_key_public = g2c_proto::sshkeys::public_openssh(host_key.public_key());
     let registry = Arc::new(Registry::default());
+    let ssh_public_port = match config.ssh.public_port {
+        Some(p) => p,
+        None => listeners
+            .ssh
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(config.ssh.listen.port()),
+    };
     let client = http::upstream::client(registry.clone(), config.limits.upstream_pool_idle_per_agent);
     let shared = Arc::new(Shared {
         config,
@@ -151,6 +189,7 @@ pub async fn run(
         registry,
         host_key,
         host_key_public,
+        ssh_public_port,
         client,
         ready: AtomicBool::new(true),
         metrics: metrics::Metrics::new(),

@@ -27,7 +27,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default).
-    Run,
+    Run {
+        /// Write the bound addresses as JSON to this file once listening (for scripts and
+        /// tests that bind port 0).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Enrollment tokens.
     Token {
         #[command(subcommand)]
@@ -180,10 +185,15 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let config = load_config(cli.config.as_ref())?;
     let json = cli.json;
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
+    match cli.command.unwrap_or(Command::Run { ready_file: None }) {
+        Command::Run { ready_file } => {
             init_tracing();
             let listeners = g2c_gateway::Listeners::bind(&config).await?;
+            if let Some(path) = ready_file {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, serde_json::to_vec(&listeners.addrs()?)?)?;
+                std::fs::rename(&tmp, &path)?;
+            }
             let shutdown = CancellationToken::new();
             tokio::spawn(shutdown_signal(shutdown.clone()));
             g2c_gateway::run(listeners, config, shutdown).await?;

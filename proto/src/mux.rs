@@ -79,9 +79,10 @@ impl Mux for MuxHandle {
 /// would let one peer pin 1 GiB).
 pub fn config() -> yamux::Config {
     let mut cfg = yamux::Config::default();
-    // Window first: yamux asserts window >= 256 KiB * streams at each setter.
-    cfg.set_max_connection_receive_window(Some(tuning::YAMUX_CONNECTION_WINDOW));
+    // yamux asserts window >= 256 KiB * streams at each setter: lower the stream count (from the
+    // default 512) before shrinking the window to fit it.
     cfg.set_max_num_streams(tuning::YAMUX_MAX_STREAMS);
+    cfg.set_max_connection_receive_window(Some(tuning::YAMUX_CONNECTION_WINDOW));
     cfg
 }
 

@@ -59,8 +59,7 @@ async fn proxy(
     let target = route::route(req.headers(), req.uri(), &shared.config.base_domain)?;
     let reg = target.registration;
     let key = route::api_key(req.headers()).ok_or(ProxyError::Unauthorized)?;
-    let snapshot = shared.auth.snapshot();
-    let key_info = snapshot.key(key).ok_or(ProxyError::Unauthorized)?;
+    let (snapshot, key_info) = shared.auth.key(key).await.ok_or(ProxyError::Unauthorized)?;
     if !snapshot.registrations.contains_key(&reg) {
         return Err(ProxyError::UnknownRegistration(reg));
     }
@@ -72,7 +71,8 @@ async fn proxy(
         .get(&reg)
         .ok_or_else(|| ProxyError::AgentOffline(reg.clone()))?;
 
-    let upgrade = if req.version() == Version::HTTP_11 {
+    let caller_version = req.version();
+    let upgrade = if caller_version == Version::HTTP_11 {
         headers::upgrade_of(req.headers())
     } else {
         None
@@ -125,6 +125,7 @@ async fn proxy(
         }
     }
     headers::prepare_response(resp.headers_mut(), switching);
+    *resp.version_mut() = caller_version;
     Ok(resp.map(|b| b.boxed()))
 }
 

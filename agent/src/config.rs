@@ -1,0 +1,237 @@
+//! Agent configuration: TOML, strict (`deny_unknown_fields`), validated field by field so
+//! `g2c-agent config check` can name the bad one.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use g2c_proto::ServiceKind;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Parser message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config field `{field}`: {message}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Registration ID (the SSH user name).
+    pub registration_id: String,
+    /// Private key file (OpenSSH format, mode 0600); relative to the config file.
+    pub key_file: PathBuf,
+    /// Where the gateway is and how to recognise it.
+    pub gateway: GatewayEndpoint,
+    /// Local services this agent forwards to. Nothing else is ever reachable through it.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    /// Reconnect pacing.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+}
+
+/// The gateway's SSH endpoint and pinned identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEndpoint {
+    /// Host to dial.
+    pub ssh_host: String,
+    /// Port to dial.
+    pub ssh_port: u16,
+    /// The gateway's host key (OpenSSH one-line format); any other key is refused.
+    pub host_key: String,
+    /// Port to ask the gateway to forward (assigned at registration).
+    pub tunnel_port: u16,
+    /// Backchannel URL used at registration, kept for re-registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel: Option<String>,
+}
+
+/// One local service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Name announced to the gateway.
+    pub name: String,
+    /// `http` or `tcp`.
+    #[serde(default = "default_kind")]
+    pub kind: ServiceKind,
+    /// `host:port` the agent connects to (this machine or another host on its network).
+    pub local: String,
+}
+
+fn default_kind() -> ServiceKind {
+    ServiceKind::Http
+}
+
+/// Jittered exponential backoff settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// First delay, milliseconds.
+    pub initial_delay_ms: u64,
+    /// Largest delay, milliseconds.
+    pub max_delay_ms: u64,
+    /// A session that lasted this long resets the backoff, seconds.
+    pub stable_after_secs: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_delay_ms: 250,
+            max_delay_ms: 30_000,
+            stable_after_secs: 30,
+        }
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `addr` looks like `host:port` with a valid port.
+pub fn valid_host_port(addr: &str) -> bool {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+impl AgentConfig {
+    /// Parse TOML (no validation).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read, parse and validate; `key_file` is resolved against the config's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg = Self::from_toml(&text, path)?;
+        cfg.validate()?;
+        if cfg.key_file.is_relative() {
+            if let Some(dir) = path.parent() {
+                cfg.key_file = dir.join(&cfg.key_file);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Write the config as TOML, atomically (temp file + rename), mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let io = |source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let text = toml::to_string_pretty(self).map_err(|e| invalid("config", e.to_string()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("toml.tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        use std::io::Write;
+        let mut f = opts.open(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Check every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id = &self.registration_id;
+        if id.is_empty()
+            || id.len() > 63
+            || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid("registration_id", "must be a lowercase DNS label"));
+        }
+        if self.key_file.as_os_str().is_empty() {
+            return Err(invalid("key_file", "must name the private key file"));
+        }
+        let g = &self.gateway;
+        if g.ssh_host.is_empty() {
+            return Err(invalid("gateway.ssh_host", "must not be empty"));
+        }
+        if g.ssh_port == 0 {
+            return Err(invalid("gateway.ssh_port", "must be a port number 1-65535"));
+        }
+        if g.tunnel_port == 0 {
+            return Err(invalid("gateway.tunnel_port", "must be a port number 1-65535"));
+        }
+        if g2c_proto::sshkeys::parse_public(&g.host_key).is_err() {
+            return Err(invalid("gateway.host_key", "is not an OpenSSH public key"));
+        }
+        if self.services.is_empty() {
+            return Err(invalid("services", "at least one service is needed"));
+        }
+        let mut names = HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            if s.name.is_empty()
+                || s.name.len() > 64
+                || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(format!("services[{i}].name"), "letters, digits, - and _ only (1-64)"));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(format!("services[{i}].name"), format!("duplicate service {:?}", s.name)));
+            }
+            if !valid_host_port(&s.local) {
+                return Err(invalid(format!("services[{i}].local"), format!("{:?} is not host:port with a port 1-65535", s.local)));
+            }
+        }
+        let r = &self.reconnect;
+        if r.initial_delay_ms == 0 || r.initial_delay_ms > r.max_delay_ms {
+            return Err(invalid("reconnect.initial_delay_ms", "must be at least 1 and not above max_delay_ms"));
+        }
+        Ok(())
+    }
+
+    /// The per-OS path a service installation reads.
+    pub fn default_path() -> PathBuf {
+        if cfg!(windows) {
+            let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+            PathBuf::from(base).join("Ground2Cloud").join("agent.toml")
+        } else {
+            PathBuf::from("/etc/ground2cloud/agent.toml")
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! One data stream on the agent side: read the gateway's header, connect to the named local
+//! service (by name, from our own config only), acknowledge, then copy bytes both ways with
+//! half-close preserved.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use g2c_proto::frame::{read_frame, write_frame};
+use g2c_proto::mux::MuxStream;
+use g2c_proto::{tuning, Ack, AckCode, StreamHeader, PROTOCOL_VERSION};
+use tokio::net::TcpStream;
+
+use crate::config::ServiceConfig;
+
+/// How long the gateway has to send the header of a stream it opened.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Services by name, as configured locally.
+pub type ServiceMap = HashMap<String, ServiceConfig>;
+
+/// Serve one stream opened by the gateway. Returns the bytes copied (to app, from app).
+pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> Option<(u64, u64)> {
+    let header = match tokio::time::timeout(HEADER_TIMEOUT, read_frame::<StreamHeader, _>(&mut stream)).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "bad stream header");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!("stream header timed out");
+            return None;
+        }
+    };
+    tracing::debug!(service = %header.service, request = %header.request_id, caller = %header.caller_addr, "stream");
+    if header.version != PROTOCOL_VERSION {
+        refuse(&mut stream, AckCode::UnsupportedVersion, format!("protocol version {} unsupported", header.version)).await;
+        return None;
+    }
+    let Some(service) = services.get(&header.service) else {
+        refuse(&mut stream, AckCode::UnknownService, format!("no service named {:?}", header.service)).await;
+        return None;
+    };
+    let local = match tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, TcpStream::connect(&service.local)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(service = %service.name, local = %service.local, error = %e, "local service refused");
+            refuse(&mut stream, AckCode::ConnectFailed, format!("{} ({}): {e}", service.name, service.local)).await;
+            return None;
+        }
+        Err(_) => {
+            refuse(&mut stream, AckCode::ConnectTimeout, format!("{}: connect timed out", service.name)).await;
+            return None;
+        }
+    };
+    let _ = local.set_nodelay(true);
+    if write_frame(&mut stream, &Ack::Ok).await.is_err() {
+        return None;
+    }
+    let mut local = local;
+    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut local, tuning::SPLICE_BUFFER, tuning::SPLICE_BUFFER).await {
+        Ok(counts) => Some(counts),
+        Err(e) => {
+            tracing::debug!(service = %service.name, error = %e, "stream ended with an error");
+            None
+        }
+    }
+}
+
+async fn refuse(stream: &mut MuxStream, code: AckCode, message: String) {
+    let _ = write_frame(stream, &Ack::Error { code, message }).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
+}

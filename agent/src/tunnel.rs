@@ -1,0 +1,293 @@
+//! The agent's tunnel: dial the gateway over SSH (pinned host key, public-key auth), ask for the
+//! registration's forward, run yamux over the forwarded channel (agent = server mode), say Hello
+//! on the control stream, then serve every stream the gateway opens. Reconnects forever with
+//! jittered exponential backoff until shutdown.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use g2c_proto::frame::{read_frame, write_frame};
+use g2c_proto::mux::{self, Mode, Mux};
+use g2c_proto::{sshkeys, tuning, ControlMessage, ServiceDecl, PROTOCOL_VERSION};
+use russh::client::{self, Msg};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{cipher, compression, Channel, Preferred};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::splice::{serve_stream, ServiceMap};
+use crate::status::Status;
+
+/// How long one connection attempt (TCP + SSH handshake + auth + forward) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long in-flight streams get to finish on shutdown.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why one tunnel session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// Network or SSH failure.
+    #[error("ssh: {0}")]
+    Ssh(#[from] russh::Error),
+    /// The gateway presented a host key other than the pinned one.
+    #[error("the gateway's host key does not match the pinned key; refusing to connect")]
+    HostKeyMismatch,
+    /// The gateway refused our key (unregistered or revoked).
+    #[error("the gateway refused authentication for registration {0}")]
+    AuthRefused(String),
+    /// The gateway refused our forward request.
+    #[error("the gateway refused the tunnel port {0}")]
+    ForwardRefused(u16),
+    /// The control-stream handshake failed.
+    #[error("control stream: {0}")]
+    Control(String),
+    /// A step took too long.
+    #[error("timed out while {0}")]
+    Timeout(&'static str),
+}
+
+/// SSH client configuration: AES-256-GCM first, no compression, tuned window, keepalive.
+pub fn client_config() -> client::Config {
+    client::Config {
+        preferred: Preferred {
+            cipher: Cow::Borrowed(&[
+                cipher::AES_256_GCM,
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_128_GCM,
+                cipher::AES_256_CTR,
+            ]),
+            compression: Cow::Borrowed(&[compression::NONE]),
+            ..Preferred::default()
+        },
+        window_size: tuning::SSH_WINDOW_SIZE,
+        maximum_packet_size: tuning::SSH_MAX_PACKET_SIZE,
+        keepalive_interval: Some(tuning::SSH_KEEPALIVE_INTERVAL),
+        keepalive_max: tuning::SSH_KEEPALIVE_MAX,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+struct ClientHandler {
+    pinned: PublicKey,
+    tunnel_port: u16,
+    channels: mpsc::Sender<Channel<Msg>>,
+    mismatch: Arc<AtomicBool>,
+}
+
+impl client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let ok = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => sshkeys::same_key(key, &self.pinned),
+            PublicKeyOrCertificate::Certificate(_) => false,
+        };
+        if !ok {
+            self.mismatch.store(true, Ordering::SeqCst);
+        }
+        Ok(ok)
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        if connected_port != u32::from(self.tunnel_port) {
+            drop(reply);
+            return Ok(());
+        }
+        reply.accept().await;
+        let _ = self.channels.try_send(channel);
+        Ok(())
+    }
+}
+
+/// Run the agent's tunnel until `shutdown` fires. Never returns because the gateway is down.
+pub async fn run(config: AgentConfig, key: PrivateKey, status: Arc<Status>, shutdown: CancellationToken) {
+    let key = Arc::new(key);
+    let services: Arc<ServiceMap> = Arc::new(config.services.iter().map(|s| (s.name.clone(), s.clone())).collect());
+    let r = &config.reconnect;
+    let mut backoff = Backoff::new(Duration::from_millis(r.initial_delay_ms), Duration::from_millis(r.max_delay_ms));
+    let stable = Duration::from_secs(r.stable_after_secs);
+    let gateway = format!("{}:{}", config.gateway.ssh_host, config.gateway.ssh_port);
+    loop {
+        let started = Instant::now();
+        let span = tracing::info_span!("session", registration = %config.registration_id, %gateway);
+        let result = session(&config, key.clone(), services.clone(), &status, &shutdown)
+            .instrument(span)
+            .await;
+        if shutdown.is_cancelled() {
+            status.set_disconnected(None);
+            return;
+        }
+        let error = result.err().map(|e| e.to_string());
+        match &error {
+            Some(e) => tracing::warn!(%gateway, error = %e, "tunnel down"),
+            None => tracing::warn!(%gateway, "tunnel closed by the gateway"),
+        }
+        status.set_disconnected(error);
+        if started.elapsed() >= stable {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::info!(attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "reconnecting after delay");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => { return; }
+        }
+    }
+}
+
+/// One connection: returns when the tunnel ends (Ok if closed by shutdown or the gateway).
+async fn session(
+    config: &AgentConfig,
+    key: Arc<PrivateKey>,
+    services: Arc<ServiceMap>,
+    status: &Status,
+    shutdown: &CancellationToken,
+) -> Result<(), TunnelError> {
+    let g = &config.gateway;
+    let pinned = sshkeys::parse_public(&g.host_key).map_err(|e| TunnelError::Control(e.to_string()))?;
+    let (chan_tx, mut chan_rx) = mpsc::channel(1);
+    let mismatch = Arc::new(AtomicBool::new(false));
+    let handler = ClientHandler {
+        pinned,
+        tunnel_port: g.tunnel_port,
+        channels: chan_tx,
+        mismatch: mismatch.clone(),
+    };
+    let setup = async {
+        let mut handle = client::connect(Arc::new(client_config()), (g.ssh_host.as_str(), g.ssh_port), handler)
+            .await
+            .map_err(|e| {
+                if mismatch.load(Ordering::SeqCst) {
+                    TunnelError::HostKeyMismatch
+                } else {
+                    TunnelError::Ssh(e)
+                }
+            })?;
+        let auth = handle
+            .authenticate_publickey(&config.registration_id, PrivateKeyWithHashAlg::new(key, None))
+            .await?;
+        if !auth.success() {
+            return Err(TunnelError::AuthRefused(config.registration_id.clone()));
+        }
+        handle
+            .tcpip_forward("g2c", u32::from(g.tunnel_port))
+            .await
+            .map_err(|_| TunnelError::ForwardRefused(g.tunnel_port))?;
+        let channel = chan_rx.recv().await.ok_or(TunnelError::Control("no forwarded channel".into()))?;
+        Ok::<_, TunnelError>((handle, channel))
+    };
+    let (handle, channel) = tokio::time::timeout(CONNECT_TIMEOUT, setup)
+        .await
+        .map_err(|_| TunnelError::Timeout("connecting to the gateway"))??;
+
+    let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Server);
+    let control = mux.open().await.map_err(|e| TunnelError::Control(e.to_string()))?;
+    let (mut read, mut write) = tokio::io::split(control);
+    let hello = ControlMessage::Hello {
+        version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        services: config
+            .services
+            .iter()
+            .map(|s| ServiceDecl { name: s.name.clone(), kind: s.kind })
+            .collect(),
+    };
+    let welcome = tokio::time::timeout(Duration::from_secs(10), async {
+        write_frame(&mut write, &hello).await?;
+        read_frame::<ControlMessage, _>(&mut read).await
+    })
+    .await
+    .map_err(|_| TunnelError::Timeout("waiting for the gateway's welcome"))?
+    .map_err(|e| TunnelError::Control(e.to_string()))?;
+    let heartbeat = match welcome {
+        Some(ControlMessage::Welcome { heartbeat_secs, .. }) => Duration::from_secs(u64::from(heartbeat_secs.clamp(1, 300))),
+        Some(ControlMessage::Refused { reason }) => return Err(TunnelError::Control(format!("refused: {reason}"))),
+        other => return Err(TunnelError::Control(format!("unexpected answer {other:?}"))),
+    };
+    status.set_connected();
+    tracing::info!(services = config.services.len(), "tunnel up");
+
+    // Control reader: acks advance `last_ack`; GoAway or EOF ends the session.
+    let last_ack = Arc::new(AtomicU64::new(0));
+    let control_done = CancellationToken::new();
+    {
+        let last_ack = last_ack.clone();
+        let control_done = control_done.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame::<ControlMessage, _>(&mut read).await {
+                    Ok(Some(ControlMessage::HeartbeatAck { seq })) => last_ack.store(seq, Ordering::SeqCst),
+                    Ok(Some(ControlMessage::GoAway { reason })) => {
+                        tracing::info!(%reason, "gateway asked us to reconnect");
+                        break;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            control_done.cancel();
+        });
+    }
+
+    let mut streams = JoinSet::new();
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let mut next_stream = 0u64;
+    let result = loop {
+        tokio::select! {
+            s = inbound.recv() => match s {
+                Some(stream) => {
+                    next_stream += 1;
+                    let span = tracing::debug_span!("stream", id = next_stream);
+                    streams.spawn(serve_stream(stream, services.clone()).instrument(span));
+                }
+                None => break Ok(()),
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            _ = tick.tick() => {
+                if seq > 0 && seq.saturating_sub(last_ack.load(Ordering::SeqCst)) >= 3 {
+                    break Err(TunnelError::Timeout("waiting for heartbeat answers"));
+                }
+                seq += 1;
+                if write_frame(&mut write, &ControlMessage::Heartbeat { seq }).await.is_err() {
+                    break Ok(());
+                }
+            }
+            _ = control_done.cancelled() => break Ok(()),
+            _ = mux.closed() => break Ok(()),
+            _ = shutdown.cancelled() => {
+                tracing::info!(in_flight = streams.len(), "shutting down: draining streams");
+                let drain = async { while streams.join_next().await.is_some() {} };
+                if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
+                    tracing::warn!("drain grace over; closing remaining streams");
+                }
+                break Ok(());
+            }
+        }
+    };
+    streams.abort_all();
+    mux.close();
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "agent closing".into(), "en".into())
+        .await;
+    result
+}
