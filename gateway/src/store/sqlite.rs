@@ -20,7 +20,13 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Open (creating if needed) the database file and apply pending migrations.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
+    ///
+    /// Boxed so callers' futures stay `Send` (sqlx's executor bounds defeat inference otherwise).
+    pub fn open(path: &Path) -> BoxFuture<'_, StoreResult<Self>> {
+        Self::open_impl(path).boxed()
+    }
+
+    async fn open_impl(path: &Path) -> StoreResult<Self> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
@@ -49,13 +55,16 @@ impl SqliteStore {
         for (version, sql) in MIGRATIONS {
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                    .bind(version)
+                    .bind(*version)
                     .fetch_optional(&mut *tx)
                     .await?;
             if done.is_none() {
-                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                // One statement at a time (the schema has no `;` inside statements).
+                for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                    sqlx::query(stmt).execute(&mut *tx).await?;
+                }
                 sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
-                    .bind(version)
+                    .bind(*version)
                     .execute(&mut *tx)
                     .await?;
             }

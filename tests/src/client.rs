@@ -1,0 +1,103 @@
+//! A small HTTP client for tests: one connection per call (HTTP/1.1, h2c prior knowledge, or
+//! h2/HTTP/1.1 over TLS with ALPN), returning status, headers and the whole body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+/// A finished response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Whole body.
+    pub body: Bytes,
+    /// Protocol version used.
+    pub version: Version,
+}
+
+impl Reply {
+    /// The `G2C-Error` code, if any.
+    pub fn error_code(&self) -> Option<&str> {
+        self.headers.get("g2c-error").and_then(|v| v.to_str().ok())
+    }
+
+    /// The JSON body's `error.code`.
+    pub fn json_code(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        v["error"]["code"].as_str().map(str::to_owned)
+    }
+}
+
+/// Send one HTTP/1.1 request on a fresh connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    collect(s.send_request(req).await.unwrap()).await
+}
+
+/// Send one request over HTTP/2 cleartext with prior knowledge.
+pub async fn send_h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    collect(s.send_request(req).await.unwrap()).await
+}
+
+/// Send one request over TLS, negotiating h2 or HTTP/1.1 by ALPN, trusting `ca_pem`.
+pub async fn send_tls(addr: SocketAddr, server_name: &str, ca_pem: &str, req: Request<Full<Bytes>>) -> Reply {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        collect(s.send_request(req).await.unwrap()).await
+    } else {
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        collect(s.send_request(req).await.unwrap()).await
+    }
+}
+
+async fn collect(resp: http::Response<hyper::body::Incoming>) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let version = resp.version();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status, headers, body, version }
+}
+
+/// A request builder with the given key header already set.
+pub fn get(uri: &str) -> http::request::Builder {
+    Request::get(uri)
+}

@@ -1,0 +1,287 @@
+//! In-process gateway and agent, each started through its real `run` function on real loopback
+//! sockets (`127.0.0.1:0`), with a temporary directory for store, keys and configs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use g2c_agent::config::{AgentConfig, GatewayEndpoint, ReconnectConfig, ServiceConfig};
+use g2c_agent::status::Status;
+use g2c_gateway::config::{GatewayConfig, ListenerConfig, TlsListenerConfig};
+use g2c_gateway::store::{SqliteStore, Store};
+use g2c_gateway::{BoundAddrs, Listeners};
+use g2c_proto::registration::RegisterRequest;
+use g2c_proto::{sshkeys, ServiceKind};
+use http::Request;
+use http_body_util::Full;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::wait_until;
+
+/// A running in-process gateway.
+pub struct TestGateway {
+    /// Bound addresses.
+    pub addrs: BoundAddrs,
+    /// The config it runs with.
+    pub config: GatewayConfig,
+    /// Store handle (same SQLite file) for creating tokens and keys.
+    pub store: SqliteStore,
+    /// Temp directory holding its files.
+    pub dir: Arc<tempfile::TempDir>,
+    /// Self-signed CA/cert PEM when TLS is on.
+    pub tls_cert_pem: Option<String>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Options for [`TestGateway::start_with`].
+#[derive(Default)]
+pub struct GatewayOptions {
+    /// Serve HTTPS (and a TLS backchannel) with a fresh rcgen certificate for `localhost`.
+    pub tls: bool,
+    /// Upstream timeout in seconds.
+    pub upstream_timeout_secs: Option<u64>,
+    /// Reuse this directory (restarts keep the store and host key).
+    pub dir: Option<Arc<tempfile::TempDir>>,
+    /// Bind exactly these addresses (restarts keep their ports).
+    pub addrs: Option<BoundAddrs>,
+}
+
+async fn bind(addr: Option<SocketAddr>) -> TcpListener {
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+    // A just-closed port may linger briefly; retry for a moment on restart.
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+impl TestGateway {
+    /// Start with defaults (plain HTTP).
+    pub async fn start() -> Self {
+        Self::start_with(GatewayOptions::default()).await
+    }
+
+    /// Start with options.
+    pub async fn start_with(opts: GatewayOptions) -> Self {
+        let dir = opts
+            .dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+        let mut config = GatewayConfig::default();
+        config.store.path = dir.path().join("gateway.db");
+        config.ssh.host_key = dir.path().join("host_key");
+        config.base_domain = "g2c.test".into();
+        if let Some(t) = opts.upstream_timeout_secs {
+            config.limits.upstream_timeout_secs = t;
+        }
+        config.limits.shutdown_grace_secs = 2;
+        let prev = opts.addrs.as_ref();
+        let http = bind(prev.and_then(|a| a.http)).await;
+        config.http = Some(ListenerConfig { listen: http.local_addr().unwrap() });
+        let mut tls_cert_pem = None;
+        let https = if opts.tls {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let cert = dir.path().join("cert.pem");
+            let key = dir.path().join("key.pem");
+            std::fs::write(&cert, ck.cert.pem()).unwrap();
+            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+            tls_cert_pem = Some(ck.cert.pem());
+            let l = bind(prev.and_then(|a| a.https)).await;
+            config.https = Some(TlsListenerConfig { listen: l.local_addr().unwrap(), cert: cert.clone(), key: key.clone() });
+            config.backchannel.cert = Some(cert);
+            config.backchannel.key = Some(key);
+            Some(l)
+        } else {
+            None
+        };
+        let listeners = Listeners {
+            http: Some(http),
+            https,
+            ssh: bind(prev.map(|a| a.ssh)).await,
+            backchannel: bind(prev.map(|a| a.backchannel)).await,
+            admin: bind(prev.map(|a| a.admin)).await,
+        };
+        config.validate().unwrap();
+        let addrs = listeners.addrs().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                g2c_gateway::run(listeners, config, shutdown).await.unwrap();
+            }
+        });
+        // The store exists once run() opened it; open our own handle (same file, WAL).
+        let store = SqliteStore::open(&config.store.path).await.unwrap();
+        wait_until(Duration::from_secs(10), "gateway backchannel up", || async {
+            tokio::net::TcpStream::connect(addrs.backchannel).await.is_ok()
+        })
+        .await;
+        Self { addrs, config, store, dir, tls_cert_pem, shutdown, task: Some(task) }
+    }
+
+    /// The backchannel URL.
+    pub fn backchannel_url(&self) -> String {
+        if self.tls_cert_pem.is_some() {
+            format!("https://localhost:{}", self.addrs.backchannel.port())
+        } else {
+            format!("http://{}", self.addrs.backchannel)
+        }
+    }
+
+    /// Plain front-door address.
+    pub fn http(&self) -> SocketAddr {
+        self.addrs.http.unwrap()
+    }
+
+    /// Create a single-use token.
+    pub async fn token(&self) -> String {
+        self.store.create_token(Some(1), Some(Duration::from_secs(3600))).await.unwrap().secret
+    }
+
+    /// Create an API key for a registration.
+    pub async fn key(&self, registration: &str) -> String {
+        self.store.create_key(registration).await.unwrap().secret
+    }
+
+    /// Register a new agent (real backchannel call) serving `services`; returns its config.
+    pub async fn register(&self, services: &[(&str, ServiceKind, SocketAddr)]) -> AgentConfig {
+        let key_file = self.dir.path().join(format!("agent_key_{}", rand_suffix()));
+        let key = sshkeys::load_or_generate(&key_file).unwrap();
+        let ca = self.tls_cert_pem.as_ref().map(|pem| {
+            let p = self.dir.path().join("ca.pem");
+            std::fs::write(&p, pem).unwrap();
+            p
+        });
+        let answer = g2c_agent::register::register(
+            &self.backchannel_url(),
+            ca.as_deref(),
+            &RegisterRequest {
+                name: Some("test".into()),
+                public_key: sshkeys::public_openssh(key.public_key()),
+                token: self.token().await,
+            },
+        )
+        .await
+        .unwrap();
+        AgentConfig {
+            registration_id: answer.registration_id,
+            key_file,
+            gateway: GatewayEndpoint {
+                ssh_host: answer.ssh_host,
+                ssh_port: answer.ssh_port,
+                host_key: answer.gateway_host_key,
+                tunnel_port: answer.tunnel_port,
+                backchannel: None,
+            },
+            services: services
+                .iter()
+                .map(|(n, k, a)| ServiceConfig { name: n.to_string(), kind: *k, local: a.to_string() })
+                .collect(),
+            reconnect: ReconnectConfig { initial_delay_ms: 50, max_delay_ms: 500, stable_after_secs: 5 },
+        }
+    }
+
+    /// Stop and wait for `run` to return.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A running in-process agent.
+pub struct TestAgent {
+    /// Its config.
+    pub config: AgentConfig,
+    /// Live status.
+    pub status: Arc<Status>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestAgent {
+    /// Start the agent's real `run`.
+    pub fn start(config: AgentConfig) -> Self {
+        let status = Arc::new(Status::new(String::new(), config.registration_id.clone()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (config, status, shutdown) = (config.clone(), status.clone(), shutdown.clone());
+            async move {
+                g2c_agent::run(config, status, shutdown).await.unwrap();
+            }
+        });
+        Self { config, status, shutdown, task: Some(task) }
+    }
+
+    /// Start and wait until the tunnel is up.
+    pub async fn start_connected(config: AgentConfig) -> Self {
+        let a = Self::start(config);
+        a.wait_connected().await;
+        a
+    }
+
+    /// Wait until the tunnel is up.
+    pub async fn wait_connected(&self) {
+        let s = self.status.clone();
+        wait_until(Duration::from_secs(15), "agent connected", || {
+            let c = s.snapshot().connected;
+            async move { c }
+        })
+        .await;
+    }
+
+    /// Registration ID.
+    pub fn id(&self) -> &str {
+        &self.config.registration_id
+    }
+
+    /// Stop and wait for it to drain.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A GET through the front door by `/r/<id>/` path with the key in `G2C-Key`.
+pub fn routed(method: http::Method, id: &str, path: &str, key: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("/r/{id}{path}"))
+        .header("host", "gateway.test")
+        .header("g2c-key", key)
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// Path of a file inside the gateway's temp dir.
+pub fn in_dir(gw: &TestGateway, name: &str) -> PathBuf {
+    gw.dir.path().join(name)
+}

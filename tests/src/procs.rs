@@ -1,0 +1,221 @@
+//! The real binaries as processes: gateway (config file, `--ready-file` for its bound ports) and
+//! agent (config written by the real `g2c-agent register`), with signals and RSS readings.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use g2c_gateway::BoundAddrs;
+use tokio::process::{Child, Command};
+
+use crate::wait_until;
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --release --bins), as scripts/test.sh does",
+        path.display()
+    );
+    path
+}
+
+/// A child process with its log file.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Combined stdout/stderr log.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = cmd
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null())
+            .env("G2C_LOG", "info")
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("process running")
+    }
+
+    /// Send a signal by name (`KILL`, `TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Wait for exit with a limit; returns the exit code.
+    pub async fn wait(&mut self, limit: Duration) -> Option<i32> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("process exits in time")
+            .unwrap()
+            .code()
+    }
+
+    /// Peak resident set size in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// The gateway binary, running.
+pub struct GatewayProc {
+    /// The process.
+    pub proc: Proc,
+    /// Bound addresses (from `--ready-file`).
+    pub addrs: BoundAddrs,
+    /// Config file path.
+    pub config: PathBuf,
+}
+
+impl GatewayProc {
+    /// Start `g2c-gateway run` with its files in `dir`, on `addrs` or fresh ports.
+    pub async fn start(dir: &Path, addrs: Option<&BoundAddrs>) -> Self {
+        let listen = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
+        let config = dir.join("gateway.toml");
+        let text = format!(
+            "base_domain = \"g2c.test\"\n\
+             [store]\npath = \"gateway.db\"\n\
+             [http]\nlisten = \"{}\"\n\
+             [ssh]\nlisten = \"{}\"\nhost_key = \"host_key\"\n\
+             [backchannel]\nlisten = \"{}\"\n\
+             [admin]\nlisten = \"{}\"\n\
+             [limits]\nshutdown_grace_secs = 2\n",
+            listen(addrs.and_then(|a| a.http)),
+            listen(addrs.map(|a| a.ssh)),
+            listen(addrs.map(|a| a.backchannel)),
+            listen(addrs.map(|a| a.admin)),
+        );
+        std::fs::write(&config, text).unwrap();
+        let ready = dir.join("gateway.ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut attempts = 0;
+        loop {
+            let proc = Proc::spawn(
+                Command::new(bin("g2c-gateway"))
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("run")
+                    .arg("--ready-file")
+                    .arg(&ready),
+                dir.join(format!("gateway-{}.log", attempts)),
+            );
+            let mut proc = proc;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(text) = std::fs::read(&ready) {
+                    let addrs: BoundAddrs = serde_json::from_slice(&text).unwrap();
+                    return Self { proc, addrs, config };
+                }
+                if let Ok(Some(_)) = proc.child.try_wait() {
+                    break; // failed to bind (port still held on restart): retry
+                }
+                assert!(std::time::Instant::now() < deadline, "gateway did not start: {}", proc.log_text());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            attempts += 1;
+            assert!(attempts < 50, "gateway keeps failing to start: {}", proc.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Run a `g2c-gateway` admin subcommand against this gateway's store; returns stdout.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(bin("g2c-gateway"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "g2c-gateway {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Whether the admin API shows `registration` connected.
+    pub async fn is_connected(&self, registration: &str) -> bool {
+        let reply = crate::client::send(
+            self.addrs.admin,
+            http::Request::get("/v1/registrations")
+                .header("host", "admin")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        v.as_array()
+            .map(|a| a.iter().any(|r| r["id"] == registration && r["connected"] == true))
+            .unwrap_or(false)
+    }
+
+    /// Wait until `registration` is connected.
+    pub async fn wait_connected(&self, registration: &str, limit: Duration) {
+        wait_until(limit, "agent connected (admin API)", || self.is_connected(registration)).await;
+    }
+}
+
+/// Register an agent with the real `g2c-agent register` into `dir/agent.toml`; returns the
+/// registration ID and the config path.
+pub async fn register_agent(gw: &GatewayProc, dir: &Path, services: &[&str]) -> (String, PathBuf) {
+    let token = gw.cli(&["token", "create"]).await;
+    let config = dir.join("agent.toml");
+    let mut cmd = Command::new(bin("g2c-agent"));
+    cmd.arg("--config").arg(&config).arg("register").arg("--backchannel").arg(format!("http://{}", gw.addrs.backchannel)).arg("--token").arg(&token);
+    for s in services {
+        cmd.arg("--service").arg(s);
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(out.status.success(), "register failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&config).unwrap();
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("registration_id = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    (id, config)
+}
+
+/// Start `g2c-agent run` with `config`.
+pub fn start_agent(config: &Path, log: PathBuf) -> Proc {
+    Proc::spawn(Command::new(bin("g2c-agent")).arg("--config").arg(config).arg("run"), log)
+}
