@@ -275,10 +275,19 @@ async fn session(
             _ = control_done.cancelled() => break Ok(()),
             _ = mux.closed() => break Ok(()),
             _ = shutdown.cancelled() => {
-                tracing::info!(in_flight = streams.len(), "shutting down: draining streams");
-                let drain = async { while streams.join_next().await.is_some() {} };
-                if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
-                    tracing::warn!("drain grace over; closing remaining streams");
+                // Ask the gateway to stop routing here; it closes the tunnel once its requests in
+                // flight are done (idle pooled connections do not hold us up).
+                tracing::info!(streams = streams.len(), "shutting down: draining");
+                if write_frame(&mut write, &ControlMessage::Draining).await.is_ok() {
+                    let drained = async {
+                        tokio::select! {
+                            _ = control_done.cancelled() => {}
+                            _ = mux.closed() => {}
+                        }
+                    };
+                    if tokio::time::timeout(DRAIN_GRACE, drained).await.is_err() {
+                        tracing::warn!("drain grace over; closing remaining streams");
+                    }
                 }
                 break Ok(());
             }

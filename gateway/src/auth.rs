@@ -76,7 +76,12 @@ impl AuthCache {
         if let Some(k) = snap.key(secret) {
             return Some((snap.clone(), k.clone()));
         }
-        let snap = self.refresh_if_changed().await.ok().flatten()?;
+        // Another request may have refreshed meanwhile: whatever happened, look again in the
+        // newest snapshot.
+        if let Err(e) = self.refresh_if_changed().await {
+            tracing::warn!(error = %e, "store poll failed");
+        }
+        let snap = self.snapshot();
         let k = snap.key(secret)?.clone();
         Some((snap, k))
     }

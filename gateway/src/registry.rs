@@ -1,7 +1,7 @@
 //! Live agent sessions, one per registration. A new session replaces the old one at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,6 +27,17 @@ pub struct AgentSession {
     pub peer: SocketAddr,
     /// When the session became usable.
     pub connected_at: SystemTime,
+    /// Requests in flight (response body not finished yet).
+    pub inflight: Arc<AtomicUsize>,
+}
+
+/// Counts one request in flight on a session until dropped.
+pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl AgentSession {
@@ -40,6 +51,17 @@ impl AgentSession {
                 .disconnect(russh::Disconnect::ByApplication, reason.into(), "en".into())
                 .await;
         });
+    }
+
+    /// Count a request in flight until the guard drops.
+    pub fn begin_request(&self) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.inflight.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
     }
 
     /// The service HTTP requests go to: the first HTTP service the agent announced.

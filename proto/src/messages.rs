@@ -59,6 +59,9 @@ pub enum ControlMessage {
         /// The sequence number being answered.
         seq: u64,
     },
+    /// Agent → gateway: I am shutting down. Route no new requests here; close the tunnel once
+    /// the requests in flight have finished.
+    Draining,
     /// Gateway → agent: please reconnect (drain, shutdown, replacement).
     GoAway {
         /// Human-readable reason, for logs.

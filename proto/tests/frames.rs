@@ -25,6 +25,7 @@ fn all_control() -> Vec<ControlMessage> {
         ControlMessage::Heartbeat { seq: 7 },
         ControlMessage::HeartbeatAck { seq: u64::MAX },
         ControlMessage::GoAway { reason: "drain".into() },
+        ControlMessage::Draining,
         ControlMessage::Refused { reason: "version".into() },
     ]
 }

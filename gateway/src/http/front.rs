@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::ProxyBody;
+use super::body::{ProxyBody, Tracked};
 use super::headers::{self, REQUEST_ID};
 use super::route;
 use super::upstream::{self, UpstreamError};
@@ -102,6 +102,7 @@ async fn proxy(
     parts.headers.insert(REQUEST_ID, request_id.clone());
     let upstream_req = Request::from_parts(parts, body);
 
+    let guard = session.begin_request();
     let timeout = shared.config.limits.upstream_timeout();
     let mut resp = match tokio::time::timeout(timeout, shared.client.request(upstream_req)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(reg)),
@@ -126,7 +127,7 @@ async fn proxy(
     }
     headers::prepare_response(resp.headers_mut(), switching);
     *resp.version_mut() = caller_version;
-    Ok(resp.map(|b| b.boxed()))
+    Ok(resp.map(|b| Tracked::new(b, guard).boxed()))
 }
 
 /// Map a client error to who failed. A broken connection on a live tunnel is the app's doing;

@@ -94,13 +94,18 @@ pub(super) async fn run(
         agent_version,
         peer,
         connected_at: SystemTime::now(),
+        inflight: Default::default(),
     });
     shared.registry.insert(session.clone());
     tracing::info!(session = session.id, agent_version = %session.agent_version, "agent connected");
 
-    control_loop(&mut frames, &mut write, &mux).await;
-
+    let end = control_loop(&mut frames, &mut write, &mux).await;
     shared.registry.remove_if(&reg.id, session.id);
+    if end == ControlEnd::Draining {
+        tracing::info!(session = session.id, inflight = session.inflight(), "agent draining");
+        drain(&session, &mux).await;
+        let _ = write_frame(&mut write, &ControlMessage::GoAway { reason: "drained".into() }).await;
+    }
     session.close("tunnel ended");
     tracing::info!(session = session.id, "agent disconnected");
 }
@@ -145,11 +150,37 @@ fn spawn_reader(mut read: ReadHalf<MuxStream>) -> mpsc::Receiver<ControlMessage>
     rx
 }
 
+/// How the control conversation ended.
+#[derive(Debug, PartialEq, Eq)]
+enum ControlEnd {
+    /// The tunnel broke or the agent went silent.
+    Closed,
+    /// The agent is shutting down and asked for a drain.
+    Draining,
+}
+
+/// Longest a draining agent's in-flight requests are waited for.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Wait until no request is in flight on `session` (or the tunnel dies, or the limit passes).
+async fn drain(session: &AgentSession, mux: &mux::MuxHandle) {
+    let idle = async {
+        while session.inflight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = idle => {}
+        _ = mux.closed() => {}
+        _ = tokio::time::sleep(DRAIN_LIMIT) => tracing::warn!("drain limit reached"),
+    }
+}
+
 async fn control_loop(
     frames: &mut mpsc::Receiver<ControlMessage>,
     write: &mut WriteHalf<MuxStream>,
     mux: &mux::MuxHandle,
-) {
+) -> ControlEnd {
     // The agent heartbeats every interval; three missed beats mean it is gone even if SSH
     // keepalives still pass (a wedged agent).
     let silence_limit = tuning::HEARTBEAT_INTERVAL * 3;
@@ -158,17 +189,18 @@ async fn control_loop(
             msg = tokio::time::timeout(silence_limit, frames.recv()) => match msg {
                 Ok(Some(ControlMessage::Heartbeat { seq })) => {
                     if write_frame(write, &ControlMessage::HeartbeatAck { seq }).await.is_err() {
-                        return;
+                        return ControlEnd::Closed;
                     }
                 }
+                Ok(Some(ControlMessage::Draining)) => return ControlEnd::Draining,
                 Ok(Some(other)) => tracing::debug!(?other, "ignored control message"),
-                Ok(None) => return,
+                Ok(None) => return ControlEnd::Closed,
                 Err(_) => {
                     tracing::warn!("agent heartbeats stopped");
-                    return;
+                    return ControlEnd::Closed;
                 }
             },
-            _ = mux.closed() => return,
+            _ = mux.closed() => return ControlEnd::Closed,
         }
     }
 }

@@ -23,7 +23,23 @@ impl SqliteStore {
     ///
     /// Boxed so callers' futures stay `Send` (sqlx's executor bounds defeat inference otherwise).
     pub fn open(path: &Path) -> BoxFuture<'_, StoreResult<Self>> {
-        Self::open_impl(path).boxed()
+        async move {
+            // Switching to WAL and migrating need a moment of exclusive access: when another
+            // process (the CLI, a second gateway) holds it, retry briefly instead of failing.
+            let mut attempt = 0;
+            loop {
+                match Self::open_impl(path).await {
+                    Err(StoreError::Db(sqlx::Error::Database(e)))
+                        if attempt < 50 && e.code().as_deref() == Some("5") =>
+                    {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * attempt.min(10))).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
+        .boxed()
     }
 
     async fn open_impl(path: &Path) -> StoreResult<Self> {
