@@ -180,7 +180,9 @@ impl AgentConfig {
         let id = &self.registration_id;
         if id.is_empty()
             || id.len() > 63
-            || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
             return Err(invalid("registration_id", "must be a lowercase DNS label"));
         }
@@ -195,7 +197,10 @@ impl AgentConfig {
             return Err(invalid("gateway.ssh_port", "must be a port number 1-65535"));
         }
         if g.tunnel_port == 0 {
-            return Err(invalid("gateway.tunnel_port", "must be a port number 1-65535"));
+            return Err(invalid(
+                "gateway.tunnel_port",
+                "must be a port number 1-65535",
+            ));
         }
         if g2c_proto::sshkeys::parse_public(&g.host_key).is_err() {
             return Err(invalid("gateway.host_key", "is not an OpenSSH public key"));
@@ -207,20 +212,35 @@ impl AgentConfig {
         for (i, s) in self.services.iter().enumerate() {
             if s.name.is_empty()
                 || s.name.len() > 64
-                || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
-                return Err(invalid(format!("services[{i}].name"), "letters, digits, - and _ only (1-64)"));
+                return Err(invalid(
+                    format!("services[{i}].name"),
+                    "letters, digits, - and _ only (1-64)",
+                ));
             }
             if !names.insert(s.name.as_str()) {
-                return Err(invalid(format!("services[{i}].name"), format!("duplicate service {:?}", s.name)));
+                return Err(invalid(
+                    format!("services[{i}].name"),
+                    format!("duplicate service {:?}", s.name),
+                ));
             }
             if !valid_host_port(&s.local) {
-                return Err(invalid(format!("services[{i}].local"), format!("{:?} is not host:port with a port 1-65535", s.local)));
+                return Err(invalid(
+                    format!("services[{i}].local"),
+                    format!("{:?} is not host:port with a port 1-65535", s.local),
+                ));
             }
         }
         let r = &self.reconnect;
         if r.initial_delay_ms == 0 || r.initial_delay_ms > r.max_delay_ms {
-            return Err(invalid("reconnect.initial_delay_ms", "must be at least 1 and not above max_delay_ms"));
+            return Err(invalid(
+                "reconnect.initial_delay_ms",
+                "must be at least 1 and not above max_delay_ms",
+            ));
         }
         Ok(())
     }

@@ -27,7 +27,11 @@ pub enum AgentError {
 }
 
 /// Run the agent until `shutdown` fires; returns after in-flight streams drained.
-pub async fn run(config: AgentConfig, status: Arc<status::Status>, shutdown: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(
+    config: AgentConfig,
+    status: Arc<status::Status>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     config.validate()?;
     let key = g2c_proto::sshkeys::read_private_key(&config.key_file)?;
     tunnel::run(config, key, status, shutdown).await;

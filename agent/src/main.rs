@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use g2c_agent::config::{valid_host_port, AgentConfig, GatewayEndpoint, ReconnectConfig, ServiceConfig};
+use g2c_agent::config::{
+    valid_host_port, AgentConfig, GatewayEndpoint, ReconnectConfig, ServiceConfig,
+};
 use g2c_agent::status::Status;
 use g2c_proto::registration::RegisterRequest;
 use g2c_proto::{sshkeys, ServiceKind};
@@ -138,7 +140,8 @@ async fn main() -> Result<()> {
                 public_key: sshkeys::public_openssh(private.public_key()),
                 token,
             };
-            let answer = g2c_agent::register::register(&backchannel, ca_cert.as_deref(), &request).await?;
+            let answer =
+                g2c_agent::register::register(&backchannel, ca_cert.as_deref(), &request).await?;
             let config = AgentConfig {
                 registration_id: answer.registration_id.clone(),
                 key_file: std::path::absolute(&key_path)?,
@@ -180,7 +183,9 @@ async fn main() -> Result<()> {
             g2c_agent::run(config, status, shutdown).await?;
             tracing::info!("agent stopped");
         }
-        Command::Config { op: ConfigOp::Check } => {
+        Command::Config {
+            op: ConfigOp::Check,
+        } => {
             AgentConfig::load(&config_path)?;
             println!("config ok: {}", config_path.display());
         }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use g2c_proto::registration::{ErrorEnvelope, RegisterRequest, RegisterResponse, REGISTRATIONS_PATH};
+use g2c_proto::registration::{
+    ErrorEnvelope, RegisterRequest, RegisterResponse, REGISTRATIONS_PATH,
+};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
@@ -85,7 +87,10 @@ pub async fn register(
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let body = serde_json::to_vec(request).map_err(|e| RegisterError::Protocol(e.to_string()))?;
     let req = Request::post(REGISTRATIONS_PATH)
-        .header(http::header::HOST, uri.authority().map(|a| a.as_str()).unwrap_or(&host))
+        .header(
+            http::header::HOST,
+            uri.authority().map(|a| a.as_str()).unwrap_or(&host),
+        )
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| RegisterError::Protocol(e.to_string()))?;
@@ -96,7 +101,8 @@ pub async fn register(
             .map_err(|e| RegisterError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         if https {
-            let name = ServerName::try_from(host.clone()).map_err(|_| RegisterError::Url(backchannel.into()))?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|_| RegisterError::Url(backchannel.into()))?;
             let tls = tls_connector(ca)?
                 .connect(name, tcp)
                 .await

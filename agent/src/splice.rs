@@ -21,7 +21,12 @@ pub type ServiceMap = HashMap<String, ServiceConfig>;
 
 /// Serve one stream opened by the gateway. Returns the bytes copied (to app, from app).
 pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> Option<(u64, u64)> {
-    let header = match tokio::time::timeout(HEADER_TIMEOUT, read_frame::<StreamHeader, _>(&mut stream)).await {
+    let header = match tokio::time::timeout(
+        HEADER_TIMEOUT,
+        read_frame::<StreamHeader, _>(&mut stream),
+    )
+    .await
+    {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
@@ -35,22 +40,47 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
     };
     tracing::debug!(service = %header.service, request = %header.request_id, caller = %header.caller_addr, "stream");
     if header.version != PROTOCOL_VERSION {
-        refuse(&mut stream, AckCode::UnsupportedVersion, format!("protocol version {} unsupported", header.version)).await;
+        refuse(
+            &mut stream,
+            AckCode::UnsupportedVersion,
+            format!("protocol version {} unsupported", header.version),
+        )
+        .await;
         return None;
     }
     let Some(service) = services.get(&header.service) else {
-        refuse(&mut stream, AckCode::UnknownService, format!("no service named {:?}", header.service)).await;
+        refuse(
+            &mut stream,
+            AckCode::UnknownService,
+            format!("no service named {:?}", header.service),
+        )
+        .await;
         return None;
     };
-    let local = match tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, TcpStream::connect(&service.local)).await {
+    let local = match tokio::time::timeout(
+        tuning::LOCAL_CONNECT_TIMEOUT,
+        TcpStream::connect(&service.local),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(service = %service.name, local = %service.local, error = %e, "local service refused");
-            refuse(&mut stream, AckCode::ConnectFailed, format!("{} ({}): {e}", service.name, service.local)).await;
+            refuse(
+                &mut stream,
+                AckCode::ConnectFailed,
+                format!("{} ({}): {e}", service.name, service.local),
+            )
+            .await;
             return None;
         }
         Err(_) => {
-            refuse(&mut stream, AckCode::ConnectTimeout, format!("{}: connect timed out", service.name)).await;
+            refuse(
+                &mut stream,
+                AckCode::ConnectTimeout,
+                format!("{}: connect timed out", service.name),
+            )
+            .await;
             return None;
         }
     };
@@ -59,7 +89,14 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
         return None;
     }
     let mut local = local;
-    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut local, tuning::SPLICE_BUFFER, tuning::SPLICE_BUFFER).await {
+    match tokio::io::copy_bidirectional_with_sizes(
+        &mut stream,
+        &mut local,
+        tuning::SPLICE_BUFFER,
+        tuning::SPLICE_BUFFER,
+    )
+    .await
+    {
         Ok(counts) => Some(counts),
         Err(e) => {
             tracing::debug!(service = %service.name, error = %e, "stream ended with an error");

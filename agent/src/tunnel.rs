@@ -86,7 +86,10 @@ struct ClientHandler {
 impl client::Handler for ClientHandler {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let ok = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => sshkeys::same_key(key, &self.pinned),
             PublicKeyOrCertificate::Certificate(_) => false,
@@ -118,11 +121,25 @@ impl client::Handler for ClientHandler {
 }
 
 /// Run the agent's tunnel until `shutdown` fires. Never returns because the gateway is down.
-pub async fn run(config: AgentConfig, key: PrivateKey, status: Arc<Status>, shutdown: CancellationToken) {
+pub async fn run(
+    config: AgentConfig,
+    key: PrivateKey,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) {
     let key = Arc::new(key);
-    let services: Arc<ServiceMap> = Arc::new(config.services.iter().map(|s| (s.name.clone(), s.clone())).collect());
+    let services: Arc<ServiceMap> = Arc::new(
+        config
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect(),
+    );
     let r = &config.reconnect;
-    let mut backoff = Backoff::new(Duration::from_millis(r.initial_delay_ms), Duration::from_millis(r.max_delay_ms));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(r.initial_delay_ms),
+        Duration::from_millis(r.max_delay_ms),
+    );
     let stable = Duration::from_secs(r.stable_after_secs);
     let gateway = format!("{}:{}", config.gateway.ssh_host, config.gateway.ssh_port);
     loop {
@@ -145,7 +162,11 @@ pub async fn run(config: AgentConfig, key: PrivateKey, status: Arc<Status>, shut
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        tracing::info!(attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "reconnecting after delay");
+        tracing::info!(
+            attempt = backoff.attempts(),
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after delay"
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => { return; }
@@ -162,7 +183,8 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Result<(), TunnelError> {
     let g = &config.gateway;
-    let pinned = sshkeys::parse_public(&g.host_key).map_err(|e| TunnelError::Control(e.to_string()))?;
+    let pinned =
+        sshkeys::parse_public(&g.host_key).map_err(|e| TunnelError::Control(e.to_string()))?;
     let (chan_tx, mut chan_rx) = mpsc::channel(1);
     let mismatch = Arc::new(AtomicBool::new(false));
     let handler = ClientHandler {
@@ -172,17 +194,24 @@ async fn session(
         mismatch: mismatch.clone(),
     };
     let setup = async {
-        let mut handle = client::connect(Arc::new(client_config()), (g.ssh_host.as_str(), g.ssh_port), handler)
-            .await
-            .map_err(|e| {
-                if mismatch.load(Ordering::SeqCst) {
-                    TunnelError::HostKeyMismatch
-                } else {
-                    TunnelError::Ssh(e)
-                }
-            })?;
+        let mut handle = client::connect(
+            Arc::new(client_config()),
+            (g.ssh_host.as_str(), g.ssh_port),
+            handler,
+        )
+        .await
+        .map_err(|e| {
+            if mismatch.load(Ordering::SeqCst) {
+                TunnelError::HostKeyMismatch
+            } else {
+                TunnelError::Ssh(e)
+            }
+        })?;
         let auth = handle
-            .authenticate_publickey(&config.registration_id, PrivateKeyWithHashAlg::new(key, None))
+            .authenticate_publickey(
+                &config.registration_id,
+                PrivateKeyWithHashAlg::new(key, None),
+            )
             .await?;
         if !auth.success() {
             return Err(TunnelError::AuthRefused(config.registration_id.clone()));
@@ -191,7 +220,10 @@ async fn session(
             .tcpip_forward("g2c", u32::from(g.tunnel_port))
             .await
             .map_err(|_| TunnelError::ForwardRefused(g.tunnel_port))?;
-        let channel = chan_rx.recv().await.ok_or(TunnelError::Control("no forwarded channel".into()))?;
+        let channel = chan_rx
+            .recv()
+            .await
+            .ok_or(TunnelError::Control("no forwarded channel".into()))?;
         Ok::<_, TunnelError>((handle, channel))
     };
     let (handle, channel) = tokio::time::timeout(CONNECT_TIMEOUT, setup)
@@ -199,7 +231,10 @@ async fn session(
         .map_err(|_| TunnelError::Timeout("connecting to the gateway"))??;
 
     let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Server);
-    let control = mux.open().await.map_err(|e| TunnelError::Control(e.to_string()))?;
+    let control = mux
+        .open()
+        .await
+        .map_err(|e| TunnelError::Control(e.to_string()))?;
     let (mut read, mut write) = tokio::io::split(control);
     let hello = ControlMessage::Hello {
         version: PROTOCOL_VERSION,
@@ -207,7 +242,10 @@ async fn session(
         services: config
             .services
             .iter()
-            .map(|s| ServiceDecl { name: s.name.clone(), kind: s.kind })
+            .map(|s| ServiceDecl {
+                name: s.name.clone(),
+                kind: s.kind,
+            })
             .collect(),
     };
     let welcome = tokio::time::timeout(Duration::from_secs(10), async {
@@ -218,8 +256,12 @@ async fn session(
     .map_err(|_| TunnelError::Timeout("waiting for the gateway's welcome"))?
     .map_err(|e| TunnelError::Control(e.to_string()))?;
     let heartbeat = match welcome {
-        Some(ControlMessage::Welcome { heartbeat_secs, .. }) => Duration::from_secs(u64::from(heartbeat_secs.clamp(1, 300))),
-        Some(ControlMessage::Refused { reason }) => return Err(TunnelError::Control(format!("refused: {reason}"))),
+        Some(ControlMessage::Welcome { heartbeat_secs, .. }) => {
+            Duration::from_secs(u64::from(heartbeat_secs.clamp(1, 300)))
+        }
+        Some(ControlMessage::Refused { reason }) => {
+            return Err(TunnelError::Control(format!("refused: {reason}")))
+        }
         other => return Err(TunnelError::Control(format!("unexpected answer {other:?}"))),
     };
     status.set_connected();
@@ -234,7 +276,9 @@ async fn session(
         tokio::spawn(async move {
             loop {
                 match read_frame::<ControlMessage, _>(&mut read).await {
-                    Ok(Some(ControlMessage::HeartbeatAck { seq })) => last_ack.store(seq, Ordering::SeqCst),
+                    Ok(Some(ControlMessage::HeartbeatAck { seq })) => {
+                        last_ack.store(seq, Ordering::SeqCst)
+                    }
                     Ok(Some(ControlMessage::GoAway { reason })) => {
                         tracing::info!(%reason, "gateway asked us to reconnect");
                         break;
@@ -296,7 +340,7 @@ async fn session(
     streams.abort_all();
     mux.close();
     let _ = handle
-        .disconnect(russh::Disconnect::ByApplication, "agent closing".into(), "en".into())
+        .disconnect(russh::Disconnect::ByApplication, "agent closing", "en")
         .await;
     result
 }

@@ -55,7 +55,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                         RegistrationView {
                             connected: live.is_some(),
                             connected_since: live.as_ref().and_then(|s| {
-                                s.connected_at.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+                                s.connected_at
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .ok()
+                                    .map(|d| d.as_secs())
                             }),
                             agent_version: live.as_ref().map(|s| s.agent_version.clone()),
                             agent_addr: live.as_ref().map(|s| s.peer.to_string()),
@@ -63,15 +66,27 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                         }
                     })
                     .collect();
-                let mut resp = Response::new(full(Bytes::from(serde_json::to_vec(&views).unwrap_or_default())));
+                let mut resp = Response::new(full(Bytes::from(
+                    serde_json::to_vec(&views).unwrap_or_default(),
+                )));
                 resp.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/json"),
                 );
                 resp
             }
-            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, e.to_string(), None),
+            Err(e) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code::INTERNAL,
+                e.to_string(),
+                None,
+            ),
         },
-        _ => error_response(StatusCode::NOT_FOUND, code::BAD_REQUEST, "no such endpoint".into(), None),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            code::BAD_REQUEST,
+            "no such endpoint".into(),
+            None,
+        ),
     }
 }

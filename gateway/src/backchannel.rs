@@ -24,12 +24,22 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     match (req.method(), req.uri().path()) {
         (&Method::POST, REGISTRATIONS_PATH) => register(&shared, req).await,
         (&Method::GET, "/healthz") => Response::new(full("ok\n")),
-        _ => error_response(StatusCode::NOT_FOUND, code::BAD_REQUEST, "no such endpoint".into(), None),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            code::BAD_REQUEST,
+            "no such endpoint".into(),
+            None,
+        ),
     }
 }
 
 fn bad_request(message: impl Into<String>) -> Response<ProxyBody> {
-    error_response(StatusCode::BAD_REQUEST, code::BAD_REQUEST, message.into(), None)
+    error_response(
+        StatusCode::BAD_REQUEST,
+        code::BAD_REQUEST,
+        message.into(),
+        None,
+    )
 }
 
 async fn register(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -64,14 +74,29 @@ async fn register(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody
         Ok(r) => r,
         Err(StoreError::TokenRejected(why)) => {
             tracing::info!(reason = why, "registration refused");
-            return error_response(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, format!("enrollment {why}"), None);
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                code::UNAUTHORIZED,
+                format!("enrollment {why}"),
+                None,
+            );
         }
         Err(StoreError::PortsExhausted) => {
-            return error_response(StatusCode::SERVICE_UNAVAILABLE, code::OVERLOADED, "no free tunnel port".into(), None)
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::OVERLOADED,
+                "no free tunnel port".into(),
+                None,
+            )
         }
         Err(e) => {
             tracing::error!(error = %e, "registration failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "registration failed".into(), None);
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code::INTERNAL,
+                "registration failed".into(),
+                None,
+            );
         }
     };
     tracing::info!(registration = %reg.id, name = ?reg.name, port = reg.tunnel_port, "agent registered");
@@ -85,7 +110,9 @@ async fn register(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody
         ssh_port: shared.ssh_public_port,
         gateway_host_key: shared.host_key_public.clone(),
     };
-    let mut resp = Response::new(full(Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())));
+    let mut resp = Response::new(full(Bytes::from(
+        serde_json::to_vec(&answer).unwrap_or_default(),
+    )));
     *resp.status_mut() = StatusCode::CREATED;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

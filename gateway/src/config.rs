@@ -253,10 +253,16 @@ impl GatewayConfig {
             })
         };
         if self.http.is_none() && self.https.is_none() {
-            return invalid("http", "at least one of [http] or [https] must be configured");
+            return invalid(
+                "http",
+                "at least one of [http] or [https] must be configured",
+            );
         }
         if self.base_domain.is_empty() || self.base_domain.starts_with('.') {
-            return invalid("base_domain", "must be a domain name such as g2c.example.com");
+            return invalid(
+                "base_domain",
+                "must be a domain name such as g2c.example.com",
+            );
         }
         if self.backchannel.cert.is_some() != self.backchannel.key.is_some() {
             return invalid("backchannel.cert", "cert and key must be given together");

@@ -91,9 +91,10 @@ impl ProxyError {
     /// Who failed.
     pub fn party(&self) -> Party {
         match self {
-            Self::Unauthorized | Self::Forbidden(_) | Self::UnknownRegistration(_) | Self::BadRequest(_) => {
-                Party::Caller
-            }
+            Self::Unauthorized
+            | Self::Forbidden(_)
+            | Self::UnknownRegistration(_)
+            | Self::BadRequest(_) => Party::Caller,
             Self::AgentOffline(_) => Party::Agent,
             Self::LocalServiceUnavailable { .. } | Self::UpstreamTimeout(_) => Party::LocalApp,
             Self::Overloaded(_) | Self::Internal(_) => Party::Gateway,
@@ -106,7 +107,9 @@ impl ProxyError {
             | Self::UnknownRegistration(r)
             | Self::AgentOffline(r)
             | Self::UpstreamTimeout(r)
-            | Self::LocalServiceUnavailable { registration: r, .. } => Some(r),
+            | Self::LocalServiceUnavailable {
+                registration: r, ..
+            } => Some(r),
             Self::Overloaded(r) => r.as_deref(),
             _ => None,
         }
@@ -144,7 +147,10 @@ pub fn error_response(
     let mut resp = Response::new(full(Bytes::from(bytes)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(code::ERROR_HEADER, HeaderValue::from_static(code));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -77,7 +77,10 @@ pub struct Listeners {
 impl Listeners {
     /// Bind every listener the config names.
     pub async fn bind(config: &GatewayConfig) -> Result<Self, GatewayError> {
-        async fn one(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, GatewayError> {
+        async fn one(
+            what: &'static str,
+            addr: std::net::SocketAddr,
+        ) -> Result<TcpListener, GatewayError> {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| GatewayError::Bind { what, addr, source })
@@ -161,7 +164,11 @@ pub async fn run(
     }
     let https_tls = match (&config.https, &listeners.https) {
         (Some(t), Some(_)) => Some(tls::acceptor(&t.cert, &t.key)?),
-        (None, Some(_)) => return Err(GatewayError::Listeners("https listener without [https] config")),
+        (None, Some(_)) => {
+            return Err(GatewayError::Listeners(
+                "https listener without [https] config",
+            ))
+        }
         _ => None,
     };
     let backchannel_tls = match (&config.backchannel.cert, &config.backchannel.key) {
@@ -181,7 +188,8 @@ pub async fn run(
             .map(|a| a.port())
             .unwrap_or(config.ssh.listen.port()),
     };
-    let client = http::upstream::client(registry.clone(), config.limits.upstream_pool_idle_per_agent);
+    let client =
+        http::upstream::client(registry.clone(), config.limits.upstream_pool_idle_per_agent);
     let shared = Arc::new(Shared {
         config,
         store,
@@ -235,9 +243,14 @@ pub async fn run(
         move |req, _, _| admin::handle(s.clone(), req),
         admin_stop.clone(),
     ));
-    let ssh_task = tokio::spawn(ssh::serve(listeners.ssh, shared.clone(), tunnels_stop.clone()));
+    let ssh_task = tokio::spawn(ssh::serve(
+        listeners.ssh,
+        shared.clone(),
+        tunnels_stop.clone(),
+    ));
     let refresher = tokio::spawn(
-        refresh_loop(shared.clone(), tunnels_stop.clone()).instrument(tracing::info_span!("auth_refresh")),
+        refresh_loop(shared.clone(), tunnels_stop.clone())
+            .instrument(tracing::info_span!("auth_refresh")),
     );
 
     shutdown.cancelled().await;
@@ -270,6 +283,9 @@ async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
         shared
             .registry
             .close_unless(|id| snap.registrations.contains_key(id));
-        shared.metrics.agents_connected.set(shared.registry.len() as i64);
+        shared
+            .metrics
+            .agents_connected
+            .set(shared.registry.len() as i64);
     }
 }

@@ -123,8 +123,13 @@ fn parse_duration(text: &str) -> Result<Option<Duration>> {
     if text == "0" {
         return Ok(None);
     }
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = num.parse().with_context(|| format!("invalid duration {text:?}"))?;
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {text:?}"))?;
     let secs = match unit {
         "s" | "" => n,
         "m" => n * 60,
@@ -146,7 +151,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<GatewayConfig> {
     })
 }
 
-fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> Result<()> {
+fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
@@ -198,7 +207,9 @@ async fn main() -> Result<()> {
             tokio::spawn(shutdown_signal(shutdown.clone()));
             g2c_gateway::run(listeners, config, shutdown).await?;
         }
-        Command::Config { op: ConfigOp::Check } => {
+        Command::Config {
+            op: ConfigOp::Check,
+        } => {
             println!("config ok");
         }
         Command::Token { op } => {
@@ -217,7 +228,11 @@ async fn main() -> Result<()> {
                                 t.id,
                                 t.uses_left.map_or("unlimited".into(), |n| n.to_string()),
                                 t.expires_at.map_or("never".into(), |n| n.to_string()),
-                                if t.revoked_at.is_some() { "revoked" } else { "active" }
+                                if t.revoked_at.is_some() {
+                                    "revoked"
+                                } else {
+                                    "active"
+                                }
                             )
                         })
                         .collect::<Vec<_>>()
@@ -225,7 +240,9 @@ async fn main() -> Result<()> {
                 })?,
                 TokenOp::Revoke { id } => {
                     store.revoke_token(&id).await?;
-                    print(json, &serde_json::json!({"revoked": id}), |_| format!("token {id} revoked"))?;
+                    print(json, &serde_json::json!({"revoked": id}), |_| {
+                        format!("token {id} revoked")
+                    })?;
                 }
             }
         }
@@ -236,24 +253,32 @@ async fn main() -> Result<()> {
                     let created = store.create_key(&registration).await?;
                     print(json, &created, |c| c.secret.clone())?;
                 }
-                KeyOp::List { registration } => {
-                    print(json, &store.list_keys(registration.as_deref()).await?, |ks| {
+                KeyOp::List { registration } => print(
+                    json,
+                    &store.list_keys(registration.as_deref()).await?,
+                    |ks| {
                         ks.iter()
                             .map(|k| {
                                 format!(
                                     "{}\tregistration={}\t{}",
                                     k.id,
                                     k.registration_id,
-                                    if k.revoked_at.is_some() { "revoked" } else { "active" }
+                                    if k.revoked_at.is_some() {
+                                        "revoked"
+                                    } else {
+                                        "active"
+                                    }
                                 )
                             })
                             .collect::<Vec<_>>()
                             .join("\n")
-                    })?
-                }
+                    },
+                )?,
                 KeyOp::Revoke { id } => {
                     store.revoke_key(&id).await?;
-                    print(json, &serde_json::json!({"revoked": id}), |_| format!("key {id} revoked"))?;
+                    print(json, &serde_json::json!({"revoked": id}), |_| {
+                        format!("key {id} revoked")
+                    })?;
                 }
             }
         }
@@ -268,7 +293,11 @@ async fn main() -> Result<()> {
                                 r.id,
                                 r.name.as_deref().unwrap_or("-"),
                                 r.tunnel_port,
-                                if r.revoked_at.is_some() { "revoked" } else { "active" }
+                                if r.revoked_at.is_some() {
+                                    "revoked"
+                                } else {
+                                    "active"
+                                }
                             )
                         })
                         .collect::<Vec<_>>()
@@ -290,7 +319,9 @@ async fn main() -> Result<()> {
                 }
                 RegistrationOp::Revoke { id } => {
                     store.revoke_registration(&id).await?;
-                    print(json, &serde_json::json!({"revoked": id}), |_| format!("registration {id} revoked"))?;
+                    print(json, &serde_json::json!({"revoked": id}), |_| {
+                        format!("registration {id} revoked")
+                    })?;
                 }
             }
         }

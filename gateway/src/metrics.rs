@@ -14,9 +14,11 @@ impl Metrics {
     /// Register all families.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let agents_connected =
-            IntGauge::new("g2c_agents_connected", "Agents with a live tunnel").expect("valid metric");
-        registry.register(Box::new(agents_connected.clone())).expect("unique metric");
+        let agents_connected = IntGauge::new("g2c_agents_connected", "Agents with a live tunnel")
+            .expect("valid metric");
+        registry
+            .register(Box::new(agents_connected.clone()))
+            .expect("unique metric");
         Self {
             registry,
             agents_connected,

@@ -40,7 +40,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .and_then(|b| Ok(b.with_no_client_auth().with_single_cert(certs, key)?))
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|e: rustls::Error| TlsError {
             what: "certificate",
             path: cert.display().to_string(),

@@ -41,10 +41,12 @@ pub fn write_private_key(path: &Path, key: &PrivateKey) -> Result<(), KeyFileErr
         path: path.display().to_string(),
         source,
     };
-    let pem = key.to_openssh(LineEnding::LF).map_err(|e| KeyFileError::Parse {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| KeyFileError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }

@@ -4,7 +4,9 @@
 use bytes::{BufMut, BytesMut};
 use g2c_proto::frame::{decode, encode, read_frame, write_frame, FrameError, MAX_FRAME_LEN};
 use g2c_proto::registration::{RegisterRequest, RegisterResponse};
-use g2c_proto::{Ack, AckCode, ControlMessage, ServiceDecl, ServiceKind, StreamHeader, PROTOCOL_VERSION};
+use g2c_proto::{
+    Ack, AckCode, ControlMessage, ServiceDecl, ServiceKind, StreamHeader, PROTOCOL_VERSION,
+};
 
 fn all_control() -> Vec<ControlMessage> {
     vec![
@@ -12,8 +14,14 @@ fn all_control() -> Vec<ControlMessage> {
             version: PROTOCOL_VERSION,
             agent_version: "1.2.3".into(),
             services: vec![
-                ServiceDecl { name: "web".into(), kind: ServiceKind::Http },
-                ServiceDecl { name: "db".into(), kind: ServiceKind::Tcp },
+                ServiceDecl {
+                    name: "web".into(),
+                    kind: ServiceKind::Http,
+                },
+                ServiceDecl {
+                    name: "db".into(),
+                    kind: ServiceKind::Tcp,
+                },
             ],
         },
         ControlMessage::Welcome {
@@ -24,9 +32,13 @@ fn all_control() -> Vec<ControlMessage> {
         },
         ControlMessage::Heartbeat { seq: 7 },
         ControlMessage::HeartbeatAck { seq: u64::MAX },
-        ControlMessage::GoAway { reason: "drain".into() },
+        ControlMessage::GoAway {
+            reason: "drain".into(),
+        },
         ControlMessage::Draining,
-        ControlMessage::Refused { reason: "version".into() },
+        ControlMessage::Refused {
+            reason: "version".into(),
+        },
     ]
 }
 
@@ -47,11 +59,26 @@ fn header_acks_and_registration_round_trip() {
     assert_eq!(decode::<StreamHeader>(&mut buf).unwrap().unwrap(), h);
     for ack in [
         Ack::Ok,
-        Ack::Error { code: AckCode::ConnectFailed, message: "refused".into() },
-        Ack::Error { code: AckCode::UnknownService, message: String::new() },
-        Ack::Error { code: AckCode::ConnectTimeout, message: String::new() },
-        Ack::Error { code: AckCode::UnsupportedVersion, message: String::new() },
-        Ack::Error { code: AckCode::Overloaded, message: String::new() },
+        Ack::Error {
+            code: AckCode::ConnectFailed,
+            message: "refused".into(),
+        },
+        Ack::Error {
+            code: AckCode::UnknownService,
+            message: String::new(),
+        },
+        Ack::Error {
+            code: AckCode::ConnectTimeout,
+            message: String::new(),
+        },
+        Ack::Error {
+            code: AckCode::UnsupportedVersion,
+            message: String::new(),
+        },
+        Ack::Error {
+            code: AckCode::Overloaded,
+            message: String::new(),
+        },
     ] {
         let mut buf = BytesMut::from(&encode(&ack).unwrap()[..]);
         assert_eq!(decode::<Ack>(&mut buf).unwrap().unwrap(), ack);
@@ -69,7 +96,11 @@ fn header_acks_and_registration_round_trip() {
 
 #[test]
 fn registration_request_debug_hides_token() {
-    let r = RegisterRequest { name: None, public_key: "k".into(), token: "g2ct_secret".into() };
+    let r = RegisterRequest {
+        name: None,
+        public_key: "k".into(),
+        token: "g2ct_secret".into(),
+    };
     assert!(!format!("{r:?}").contains("g2ct_secret"));
 }
 
@@ -78,7 +109,10 @@ fn truncated_frames_wait_for_more_bytes() {
     let full = encode(&ControlMessage::Heartbeat { seq: 1 }).unwrap();
     for cut in 0..full.len() {
         let mut buf = BytesMut::from(&full[..cut]);
-        assert!(decode::<ControlMessage>(&mut buf).unwrap().is_none(), "cut at {cut}");
+        assert!(
+            decode::<ControlMessage>(&mut buf).unwrap().is_none(),
+            "cut at {cut}"
+        );
         assert_eq!(buf.len(), cut, "a partial frame is not consumed");
     }
 }
@@ -87,11 +121,19 @@ fn truncated_frames_wait_for_more_bytes() {
 fn oversized_frames_are_refused_before_allocation() {
     let mut buf = BytesMut::new();
     buf.put_u32((MAX_FRAME_LEN + 1) as u32);
-    assert!(matches!(decode::<ControlMessage>(&mut buf), Err(FrameError::TooLong(_))));
+    assert!(matches!(
+        decode::<ControlMessage>(&mut buf),
+        Err(FrameError::TooLong(_))
+    ));
     let mut buf = BytesMut::new();
     buf.put_u32(u32::MAX);
-    assert!(matches!(decode::<Ack>(&mut buf), Err(FrameError::TooLong(_))));
-    let huge = ControlMessage::GoAway { reason: "x".repeat(MAX_FRAME_LEN) };
+    assert!(matches!(
+        decode::<Ack>(&mut buf),
+        Err(FrameError::TooLong(_))
+    ));
+    let huge = ControlMessage::GoAway {
+        reason: "x".repeat(MAX_FRAME_LEN),
+    };
     assert!(matches!(encode(&huge), Err(FrameError::TooLong(_))));
 }
 
@@ -138,15 +180,26 @@ async fn async_reader_handles_eof_truncation_and_limits() {
     let full = encode(&Ack::Ok).unwrap();
     for cut in 1..full.len() {
         let mut r: &[u8] = &full[..cut];
-        assert!(matches!(read_frame::<Ack, _>(&mut r).await, Err(FrameError::Truncated)), "cut {cut}");
+        assert!(
+            matches!(
+                read_frame::<Ack, _>(&mut r).await,
+                Err(FrameError::Truncated)
+            ),
+            "cut {cut}"
+        );
     }
     // Oversized length prefix.
     let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0];
-    assert!(matches!(read_frame::<Ack, _>(&mut r).await, Err(FrameError::TooLong(_))));
+    assert!(matches!(
+        read_frame::<Ack, _>(&mut r).await,
+        Err(FrameError::TooLong(_))
+    ));
     // Two frames back to back, then raw bytes stay unread for the splice.
     let mut out = Vec::new();
     write_frame(&mut out, &Ack::Ok).await.unwrap();
-    write_frame(&mut out, &ControlMessage::Heartbeat { seq: 3 }).await.unwrap();
+    write_frame(&mut out, &ControlMessage::Heartbeat { seq: 3 })
+        .await
+        .unwrap();
     out.extend_from_slice(b"RAW");
     let mut r: &[u8] = &out;
     assert_eq!(read_frame::<Ack, _>(&mut r).await.unwrap(), Some(Ack::Ok));

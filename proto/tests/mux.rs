@@ -10,7 +10,10 @@ fn pair() -> (
     (mux::MuxHandle, tokio::sync::mpsc::Receiver<mux::MuxStream>),
 ) {
     let (a, b) = tokio::io::duplex(1 << 20);
-    (mux::spawn(a.compat(), Mode::Client), mux::spawn(b.compat(), Mode::Server))
+    (
+        mux::spawn(a.compat(), Mode::Client),
+        mux::spawn(b.compat(), Mode::Server),
+    )
 }
 
 #[test]

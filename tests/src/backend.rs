@@ -47,7 +47,9 @@ impl Backend {
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let _ = tcp.set_nodelay(true);
                 let seen = seen2.clone();
                 tokio::spawn(async move {
@@ -69,7 +71,10 @@ impl Backend {
 
     /// The last request seen.
     pub fn last(&self) -> Seen {
-        self.seen().last().cloned().expect("the backend saw a request")
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the backend saw a request")
     }
 }
 
@@ -82,7 +87,9 @@ impl Drop for Backend {
 type Body = BoxBody<Bytes, hyper::Error>;
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|n: Infallible| match n {}).boxed()
+    Full::new(b.into())
+        .map_err(|n: Infallible| match n {})
+        .boxed()
 }
 
 /// Simple order-sensitive checksum (FNV-1a 64).
@@ -97,7 +104,10 @@ pub fn checksum(data: &[u8], mut h: u64) -> u64 {
 /// FNV-1a offset basis.
 pub const CHECKSUM_INIT: u64 = 0xcbf29ce484222325;
 
-async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Body>, Infallible> {
     seen.lock().unwrap().push(Seen {
         method: req.method().clone(),
         uri: req.uri().to_string(),
@@ -106,7 +116,8 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resu
     let path = req.uri().path().to_owned();
     let resp = if path == "/echo" {
         let mut r = Response::new(req.into_body().boxed());
-        r.headers_mut().insert("x-echo-method", "yes".parse().unwrap());
+        r.headers_mut()
+            .insert("x-echo-method", "yes".parse().unwrap());
         r
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: u64 = n.parse().unwrap_or(0);
@@ -116,10 +127,14 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resu
             }
             let len = (n - off).min(64 * 1024);
             let chunk: Vec<u8> = (off..off + len).map(pattern_byte).collect();
-            Some((Ok::<_, hyper::Error>(Frame::data(Bytes::from(chunk))), off + len))
+            Some((
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from(chunk))),
+                off + len,
+            ))
         });
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut().insert(http::header::CONTENT_LENGTH, n.to_string().parse().unwrap());
+        r.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, n.to_string().parse().unwrap());
         r
     } else if path == "/sink" {
         let mut body = req.into_body();

@@ -40,7 +40,9 @@ impl Reply {
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     collect(s.send_request(req).await.unwrap()).await
 }
@@ -48,15 +50,21 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
 /// Send one request over HTTP/2 cleartext with prior knowledge.
 pub async fn send_h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut s, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     collect(s.send_request(req).await.unwrap()).await
 }
 
 /// Send one request over TLS, negotiating h2 or HTTP/1.1 by ALPN, trusting `ca_pem`.
-pub async fn send_tls(addr: SocketAddr, server_name: &str, ca_pem: &str, req: Request<Full<Bytes>>) -> Reply {
+pub async fn send_tls(
+    addr: SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    req: Request<Full<Bytes>>,
+) -> Reply {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -77,13 +85,16 @@ pub async fn send_tls(addr: SocketAddr, server_name: &str, ca_pem: &str, req: Re
         .unwrap();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     if h2 {
-        let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+        let (mut s, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
         tokio::spawn(conn);
         collect(s.send_request(req).await.unwrap()).await
     } else {
-        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         collect(s.send_request(req).await.unwrap()).await
     }
@@ -93,8 +104,18 @@ async fn collect(resp: http::Response<hyper::body::Incoming>) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let version = resp.version();
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    Reply { status, headers, body, version }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+        version,
+    }
 }
 
 /// A request builder with the given key header already set.

@@ -83,7 +83,9 @@ impl TestGateway {
         config.limits.shutdown_grace_secs = 2;
         let prev = opts.addrs.as_ref();
         let http = bind(prev.and_then(|a| a.http)).await;
-        config.http = Some(ListenerConfig { listen: http.local_addr().unwrap() });
+        config.http = Some(ListenerConfig {
+            listen: http.local_addr().unwrap(),
+        });
         let mut tls_cert_pem = None;
         let https = if opts.tls {
             let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -93,7 +95,11 @@ impl TestGateway {
             std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
             tls_cert_pem = Some(ck.cert.pem());
             let l = bind(prev.and_then(|a| a.https)).await;
-            config.https = Some(TlsListenerConfig { listen: l.local_addr().unwrap(), cert: cert.clone(), key: key.clone() });
+            config.https = Some(TlsListenerConfig {
+                listen: l.local_addr().unwrap(),
+                cert: cert.clone(),
+                key: key.clone(),
+            });
             config.backchannel.cert = Some(cert);
             config.backchannel.key = Some(key);
             Some(l)
@@ -119,11 +125,25 @@ impl TestGateway {
         });
         // The store exists once run() opened it; open our own handle (same file, WAL).
         let store = SqliteStore::open(&config.store.path).await.unwrap();
-        wait_until(Duration::from_secs(10), "gateway backchannel up", || async {
-            tokio::net::TcpStream::connect(addrs.backchannel).await.is_ok()
-        })
+        wait_until(
+            Duration::from_secs(10),
+            "gateway backchannel up",
+            || async {
+                tokio::net::TcpStream::connect(addrs.backchannel)
+                    .await
+                    .is_ok()
+            },
+        )
         .await;
-        Self { addrs, config, store, dir, tls_cert_pem, shutdown, task: Some(task) }
+        Self {
+            addrs,
+            config,
+            store,
+            dir,
+            tls_cert_pem,
+            shutdown,
+            task: Some(task),
+        }
     }
 
     /// The backchannel URL.
@@ -142,7 +162,11 @@ impl TestGateway {
 
     /// Create a single-use token.
     pub async fn token(&self) -> String {
-        self.store.create_token(Some(1), Some(Duration::from_secs(3600))).await.unwrap().secret
+        self.store
+            .create_token(Some(1), Some(Duration::from_secs(3600)))
+            .await
+            .unwrap()
+            .secret
     }
 
     /// Create an API key for a registration.
@@ -182,9 +206,17 @@ impl TestGateway {
             },
             services: services
                 .iter()
-                .map(|(n, k, a)| ServiceConfig { name: n.to_string(), kind: *k, local: a.to_string() })
+                .map(|(n, k, a)| ServiceConfig {
+                    name: n.to_string(),
+                    kind: *k,
+                    local: a.to_string(),
+                })
                 .collect(),
-            reconnect: ReconnectConfig { initial_delay_ms: 50, max_delay_ms: 500, stable_after_secs: 5 },
+            reconnect: ReconnectConfig {
+                initial_delay_ms: 50,
+                max_delay_ms: 500,
+                stable_after_secs: 5,
+            },
         }
     }
 
@@ -206,7 +238,11 @@ impl Drop for TestGateway {
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A running in-process agent.
@@ -230,7 +266,12 @@ impl TestAgent {
                 g2c_agent::run(config, status, shutdown).await.unwrap();
             }
         });
-        Self { config, status, shutdown, task: Some(task) }
+        Self {
+            config,
+            status,
+            shutdown,
+            task: Some(task),
+        }
     }
 
     /// Start and wait until the tunnel is up.
@@ -271,7 +312,13 @@ impl Drop for TestAgent {
 }
 
 /// A GET through the front door by `/r/<id>/` path with the key in `G2C-Key`.
-pub fn routed(method: http::Method, id: &str, path: &str, key: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+pub fn routed(
+    method: http::Method,
+    id: &str,
+    path: &str,
+    key: &str,
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
     Request::builder()
         .method(method)
         .uri(format!("/r/{id}{path}"))

@@ -110,7 +110,10 @@ pub struct GatewayProc {
 impl GatewayProc {
     /// Start `g2c-gateway run` with its files in `dir`, on `addrs` or fresh ports.
     pub async fn start(dir: &Path, addrs: Option<&BoundAddrs>) -> Self {
-        let listen = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
+        let listen = |a: Option<std::net::SocketAddr>| {
+            a.map(|a| a.to_string())
+                .unwrap_or_else(|| "127.0.0.1:0".into())
+        };
         let config = dir.join("gateway.toml");
         let text = format!(
             "base_domain = \"g2c.test\"\n\
@@ -144,16 +147,28 @@ impl GatewayProc {
             loop {
                 if let Ok(text) = std::fs::read(&ready) {
                     let addrs: BoundAddrs = serde_json::from_slice(&text).unwrap();
-                    return Self { proc, addrs, config };
+                    return Self {
+                        proc,
+                        addrs,
+                        config,
+                    };
                 }
                 if let Ok(Some(_)) = proc.child.try_wait() {
                     break; // failed to bind (port still held on restart): retry
                 }
-                assert!(std::time::Instant::now() < deadline, "gateway did not start: {}", proc.log_text());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "gateway did not start: {}",
+                    proc.log_text()
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             attempts += 1;
-            assert!(attempts < 50, "gateway keeps failing to start: {}", proc.log_text());
+            assert!(
+                attempts < 50,
+                "gateway keeps failing to start: {}",
+                proc.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -167,7 +182,11 @@ impl GatewayProc {
             .output()
             .await
             .unwrap();
-        assert!(out.status.success(), "g2c-gateway {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "g2c-gateway {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
@@ -183,13 +202,19 @@ impl GatewayProc {
         .await;
         let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
         v.as_array()
-            .map(|a| a.iter().any(|r| r["id"] == registration && r["connected"] == true))
+            .map(|a| {
+                a.iter()
+                    .any(|r| r["id"] == registration && r["connected"] == true)
+            })
             .unwrap_or(false)
     }
 
     /// Wait until `registration` is connected.
     pub async fn wait_connected(&self, registration: &str, limit: Duration) {
-        wait_until(limit, "agent connected (admin API)", || self.is_connected(registration)).await;
+        wait_until(limit, "agent connected (admin API)", || {
+            self.is_connected(registration)
+        })
+        .await;
     }
 }
 
@@ -199,12 +224,22 @@ pub async fn register_agent(gw: &GatewayProc, dir: &Path, services: &[&str]) -> 
     let token = gw.cli(&["token", "create"]).await;
     let config = dir.join("agent.toml");
     let mut cmd = Command::new(bin("g2c-agent"));
-    cmd.arg("--config").arg(&config).arg("register").arg("--backchannel").arg(format!("http://{}", gw.addrs.backchannel)).arg("--token").arg(&token);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("register")
+        .arg("--backchannel")
+        .arg(format!("http://{}", gw.addrs.backchannel))
+        .arg("--token")
+        .arg(&token);
     for s in services {
         cmd.arg("--service").arg(s);
     }
     let out = cmd.output().await.unwrap();
-    assert!(out.status.success(), "register failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&config).unwrap();
     let id = text
         .lines()
@@ -217,5 +252,11 @@ pub async fn register_agent(gw: &GatewayProc, dir: &Path, services: &[&str]) -> 
 
 /// Start `g2c-agent run` with `config`.
 pub fn start_agent(config: &Path, log: PathBuf) -> Proc {
-    Proc::spawn(Command::new(bin("g2c-agent")).arg("--config").arg(config).arg("run"), log)
+    Proc::spawn(
+        Command::new(bin("g2c-agent"))
+            .arg("--config")
+            .arg(config)
+            .arg("run"),
+        log,
+    )
 }

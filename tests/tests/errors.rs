@@ -21,24 +21,49 @@ fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
 async fn caller_errors_401_403_404_400() {
     let app = Backend::start().await;
     let gw = TestGateway::start().await;
-    let a = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await).await;
+    let a = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
+        .await;
     let b = gw.register(&[("web", ServiceKind::Http, app.addr)]).await;
     let key_a = gw.key(a.id()).await;
     let key_b = gw.key(&b.registration_id).await;
 
-    let no_key = Request::get(format!("/r/{}/", a.id())).header("host", "gw").body(Full::default()).unwrap();
-    assert_error(&send(gw.http(), no_key).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    let no_key = Request::get(format!("/r/{}/", a.id()))
+        .header("host", "gw")
+        .body(Full::default())
+        .unwrap();
+    assert_error(
+        &send(gw.http(), no_key).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
     let bad_key = routed(Method::GET, a.id(), "/", "g2ck_not_a_key", "");
-    assert_error(&send(gw.http(), bad_key).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_error(
+        &send(gw.http(), bad_key).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
     let other = send(gw.http(), routed(Method::GET, a.id(), "/", &key_b, "")).await;
     assert_error(&other, StatusCode::FORBIDDEN, "forbidden");
     let unknown = send(gw.http(), routed(Method::GET, "nosuchreg", "/", &key_a, "")).await;
     assert_error(&unknown, StatusCode::NOT_FOUND, "unknown_registration");
-    let unnamed = Request::get("/plain").header("host", "gw").header("g2c-key", &key_a).body(Full::default()).unwrap();
-    assert_error(&send(gw.http(), unnamed).await, StatusCode::BAD_REQUEST, "bad_request");
+    let unnamed = Request::get("/plain")
+        .header("host", "gw")
+        .header("g2c-key", &key_a)
+        .body(Full::default())
+        .unwrap();
+    assert_error(
+        &send(gw.http(), unnamed).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
     assert!(app.seen().is_empty(), "no refused request reached the app");
     // The right key still works.
-    assert_eq!(send(gw.http(), routed(Method::GET, a.id(), "/", &key_a, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(gw.http(), routed(Method::GET, a.id(), "/", &key_a, ""))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,17 +72,35 @@ async fn agent_offline_is_502() {
     let gw = TestGateway::start().await;
     let cfg = gw.register(&[("web", ServiceKind::Http, app.addr)]).await;
     let key = gw.key(&cfg.registration_id).await;
-    let reply = send(gw.http(), routed(Method::GET, &cfg.registration_id, "/", &key, "")).await;
+    let reply = send(
+        gw.http(),
+        routed(Method::GET, &cfg.registration_id, "/", &key, ""),
+    )
+    .await;
     assert_error(&reply, StatusCode::BAD_GATEWAY, "agent_offline");
     // And again after an agent came and went.
     let mut agent = TestAgent::start_connected(cfg.clone()).await;
-    assert_eq!(send(gw.http(), routed(Method::GET, agent.id(), "/", &key, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(gw.http(), routed(Method::GET, agent.id(), "/", &key, ""))
+            .await
+            .status,
+        StatusCode::OK
+    );
     agent.stop().await;
     let id = cfg.registration_id.clone();
-    g2c_tests::wait_until(Duration::from_secs(5), "gateway notices the agent left", || {
-        let (addr, id, key) = (gw.http(), id.clone(), key.clone());
-        async move { send(addr, routed(Method::GET, &id, "/", &key, "")).await.status == StatusCode::BAD_GATEWAY }
-    })
+    g2c_tests::wait_until(
+        Duration::from_secs(5),
+        "gateway notices the agent left",
+        || {
+            let (addr, id, key) = (gw.http(), id.clone(), key.clone());
+            async move {
+                send(addr, routed(Method::GET, &id, "/", &key, ""))
+                    .await
+                    .status
+                    == StatusCode::BAD_GATEWAY
+            }
+        },
+    )
     .await;
     let reply = send(gw.http(), routed(Method::GET, &id, "/", &key, "")).await;
     assert_error(&reply, StatusCode::BAD_GATEWAY, "agent_offline");
@@ -70,7 +113,8 @@ async fn local_app_down_is_502_local_service_unavailable() {
         l.local_addr().unwrap()
     };
     let gw = TestGateway::start().await;
-    let agent = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, closed)]).await).await;
+    let agent =
+        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, closed)]).await).await;
     let key = gw.key(agent.id()).await;
     let reply = send(gw.http(), routed(Method::GET, agent.id(), "/", &key, "")).await;
     assert_error(&reply, StatusCode::BAD_GATEWAY, "local_service_unavailable");
@@ -81,13 +125,34 @@ async fn local_app_down_is_502_local_service_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_app_is_504() {
     let app = Backend::start().await;
-    let gw = TestGateway::start_with(GatewayOptions { upstream_timeout_secs: Some(1), ..Default::default() }).await;
-    let agent = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        upstream_timeout_secs: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let agent =
+        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
+            .await;
     let key = gw.key(agent.id()).await;
     let started = std::time::Instant::now();
-    let reply = send(gw.http(), routed(Method::GET, agent.id(), "/slow/3000", &key, "")).await;
+    let reply = send(
+        gw.http(),
+        routed(Method::GET, agent.id(), "/slow/3000", &key, ""),
+    )
+    .await;
     assert_error(&reply, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout");
-    assert!(started.elapsed() < Duration::from_millis(2500), "answered at the timeout, not after the app");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "answered at the timeout, not after the app"
+    );
     // A fast request right after still works.
-    assert_eq!(send(gw.http(), routed(Method::GET, agent.id(), "/slow/10", &key, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(
+            gw.http(),
+            routed(Method::GET, agent.id(), "/slow/10", &key, "")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
 }

@@ -25,8 +25,18 @@ async fn setup(opts: GatewayOptions) -> (TestGateway, TestAgent, Backend, String
 async fn methods_and_bodies_come_back_byte_identical() {
     let (gw, agent, app, key) = setup(GatewayOptions::default()).await;
     let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
-        let reply = send(gw.http(), routed(method.clone(), agent.id(), "/echo", &key, body.clone())).await;
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+    ] {
+        let reply = send(
+            gw.http(),
+            routed(method.clone(), agent.id(), "/echo", &key, body.clone()),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK, "{method}");
         assert_eq!(reply.body.len(), body.len(), "{method}");
         assert!(reply.body == body, "{method}: body differs");
@@ -34,7 +44,11 @@ async fn methods_and_bodies_come_back_byte_identical() {
         assert_eq!(app.last().uri, "/echo", "the /r/<id> prefix is stripped");
     }
     // Query strings survive the prefix strip.
-    let reply = send(gw.http(), routed(Method::GET, agent.id(), "/q?a=1&b=two", &key, "")).await;
+    let reply = send(
+        gw.http(),
+        routed(Method::GET, agent.id(), "/q?a=1&b=two", &key, ""),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(app.last().uri, "/q?a=1&b=two");
     assert!(reply.headers.contains_key("x-request-id"));
@@ -45,10 +59,13 @@ async fn chunked_upload_and_streamed_download() {
     let (gw, agent, _app, key) = setup(GatewayOptions::default()).await;
     // Streamed (chunked) request body.
     let tcp = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> =
-        (0..64).map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i as u8; 10_000])))).collect();
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..64)
+        .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i as u8; 10_000]))))
+        .collect();
     let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
     let req = Request::post(format!("/r/{}/sink", agent.id()))
         .header("host", "gw")
@@ -58,20 +75,34 @@ async fn chunked_upload_and_streamed_download() {
     assert!(!req.headers().contains_key("content-length"));
     let resp = s.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let got = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let got = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
     assert_eq!(v["bytes"], 640_000);
     // Content-length download of 5 MB with the pattern intact.
-    let reply = send(gw.http(), routed(Method::GET, agent.id(), "/bytes/5000000", &key, "")).await;
+    let reply = send(
+        gw.http(),
+        routed(Method::GET, agent.id(), "/bytes/5000000", &key, ""),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body.len(), 5_000_000);
-    assert!(reply.body.iter().enumerate().all(|(i, b)| *b == g2c_tests::pattern_byte(i as u64)));
+    assert!(reply
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == g2c_tests::pattern_byte(i as u64)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_sees_its_authorization_and_never_our_credentials() {
     let (gw, agent, app, key) = setup(GatewayOptions::default()).await;
-    for (name, value) in [("proxy-authorization", format!("Bearer {key}")), ("g2c-key", key.clone())] {
+    for (name, value) in [
+        ("proxy-authorization", format!("Bearer {key}")),
+        ("g2c-key", key.clone()),
+    ] {
         let req = Request::get(format!("/r/{}/hdr", agent.id()))
             .header("host", "gw.example")
             .header(name, value)
@@ -88,12 +119,18 @@ async fn app_sees_its_authorization_and_never_our_credentials() {
         assert!(!seen.contains_key("proxy-authorization"));
         assert!(!seen.contains_key("g2c-key"));
         assert!(!seen.contains_key("g2c-registration"));
-        assert!(!seen.contains_key("x-hop"), "headers nominated by Connection are hop-by-hop");
+        assert!(
+            !seen.contains_key("x-hop"),
+            "headers nominated by Connection are hop-by-hop"
+        );
         assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(seen["x-forwarded-proto"], "http");
         assert_eq!(seen["x-forwarded-host"], "gw.example");
         assert!(seen.contains_key("x-request-id"));
-        assert_eq!(seen["host"], "gw.example", "the caller's Host reaches the app");
+        assert_eq!(
+            seen["host"], "gw.example",
+            "the caller's Host reaches the app"
+        );
     }
 }
 
@@ -128,7 +165,10 @@ async fn websocket_upgrade_passes_through() {
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
         .body(())
         .unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
@@ -140,13 +180,20 @@ async fn websocket_upgrade_passes_through() {
         assert_eq!(back, Message::text(text));
     }
     ws.send(Message::binary(vec![7u8; 100_000])).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![7u8; 100_000]));
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![7u8; 100_000])
+    );
     ws.close(None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_callers_prior_knowledge_and_alpn() {
-    let (gw, agent, app, key) = setup(GatewayOptions { tls: true, ..Default::default() }).await;
+    let (gw, agent, app, key) = setup(GatewayOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
     let body = vec![42u8; 100_000];
     let req = |scheme: &str, port: u16| {
         Request::post(format!("{scheme}://localhost:{port}/r/{}/echo", agent.id()))
@@ -158,11 +205,19 @@ async fn http2_callers_prior_knowledge_and_alpn() {
     assert_eq!(reply.version, http::Version::HTTP_2);
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body == body);
-    assert_eq!(app.last().headers["host"], format!("localhost:{}", gw.http().port()), "h2 :authority becomes Host");
+    assert_eq!(
+        app.last().headers["host"],
+        format!("localhost:{}", gw.http().port()),
+        "h2 :authority becomes Host"
+    );
     let https = gw.addrs.https.unwrap();
     let pem = gw.tls_cert_pem.clone().unwrap();
     let reply = send_tls(https, "localhost", &pem, req("https", https.port())).await;
-    assert_eq!(reply.version, http::Version::HTTP_2, "h2 negotiated by ALPN");
+    assert_eq!(
+        reply.version,
+        http::Version::HTTP_2,
+        "h2 negotiated by ALPN"
+    );
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body == body);
     assert_eq!(app.last().headers["x-forwarded-proto"], "https");
@@ -171,12 +226,20 @@ async fn http2_callers_prior_knowledge_and_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_over_tls_backchannel_and_concurrent_requests() {
     // `setup` with tls registers through the HTTPS backchannel (rcgen CA trusted by --ca-cert).
-    let (gw, agent, _app, key) = setup(GatewayOptions { tls: true, ..Default::default() }).await;
+    let (gw, agent, _app, key) = setup(GatewayOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
     let mut tasks = Vec::new();
     for i in 0..64 {
         let (addr, id, key) = (gw.http(), agent.id().to_owned(), key.clone());
         tasks.push(tokio::spawn(async move {
-            let r = send(addr, routed(Method::POST, &id, "/echo", &key, format!("req {i}"))).await;
+            let r = send(
+                addr,
+                routed(Method::POST, &id, "/echo", &key, format!("req {i}")),
+            )
+            .await;
             assert_eq!(r.status, StatusCode::OK);
             assert_eq!(r.body, format!("req {i}"));
         }));

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use g2c_tests::backend::{checksum, Backend, CHECKSUM_INIT};
 use g2c_tests::client::send;
 use g2c_tests::harness::routed;
-use g2c_tests::procs::{register_agent, start_agent, GatewayProc};
 use g2c_tests::pattern_byte;
+use g2c_tests::procs::{register_agent, start_agent, GatewayProc};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -25,7 +25,12 @@ async fn gateway_restart_agent_reconnects_by_itself() {
     gw.wait_connected(&id, Duration::from_secs(15)).await;
     let key = gw.cli(&["key", "create", "--registration", &id]).await;
     let http = gw.addrs.http.unwrap();
-    assert_eq!(send(http, routed(Method::GET, &id, "/", &key, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(http, routed(Method::GET, &id, "/", &key, ""))
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     // Stop the gateway (SIGTERM: graceful, exit 0), then start it again on the same ports.
     gw.proc.signal("TERM");
@@ -34,11 +39,22 @@ async fn gateway_restart_agent_reconnects_by_itself() {
     let restarted = Instant::now();
     let gw = GatewayProc::start(dir.path(), Some(&addrs)).await;
     gw.wait_connected(&id, Duration::from_secs(15)).await;
-    eprintln!("agent back {:?} after the gateway restarted", restarted.elapsed());
+    eprintln!(
+        "agent back {:?} after the gateway restarted",
+        restarted.elapsed()
+    );
     let reply = send(http, routed(Method::GET, &id, "/after", &key, "")).await;
-    assert_eq!(reply.status, StatusCode::OK, "registration and key survived the restart (SQLite)");
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "registration and key survived the restart (SQLite)"
+    );
     assert_eq!(app.last().uri, "/after");
-    assert!(agent.log_text().contains("reconnecting after delay"), "{}", agent.log_text());
+    assert!(
+        agent.log_text().contains("reconnecting after delay"),
+        "{}",
+        agent.log_text()
+    );
 
     // The agent exits 0 on SIGTERM.
     agent.signal("TERM");
@@ -59,11 +75,19 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
     // 1 GiB download, checked byte by byte as it streams.
     let size = 1024 * MIB;
     let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let started = Instant::now();
     let resp = s
-        .send_request(routed(Method::GET, &id, &format!("/bytes/{size}"), &key, ""))
+        .send_request(routed(
+            Method::GET,
+            &id,
+            &format!("/bytes/{size}"),
+            &key,
+            "",
+        ))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -71,13 +95,21 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
     let mut got = 0u64;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.unwrap().into_data() {
-            assert!(data.iter().enumerate().all(|(i, b)| *b == pattern_byte(got + i as u64)), "corrupt at {got}");
+            assert!(
+                data.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == pattern_byte(got + i as u64)),
+                "corrupt at {got}"
+            );
             got += data.len() as u64;
         }
     }
     assert_eq!(got, size);
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("1 GiB download: {secs:.2} s, {:.0} MiB/s", size as f64 / MIB as f64 / secs);
+    eprintln!(
+        "1 GiB download: {secs:.2} s, {:.0} MiB/s",
+        size as f64 / MIB as f64 / secs
+    );
 
     // 256 MiB upload, streamed, checksummed by the app.
     let up = 256 * MIB;
@@ -95,7 +127,9 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
         h
     };
     let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = Request::post(format!("/r/{id}/sink"))
         .header("host", "gw")
@@ -104,13 +138,18 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
         .unwrap();
     let resp = s.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let v: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["bytes"], up);
     assert_eq!(v["checksum"], expected);
 
     let gw_kib = gw.proc.peak_rss_kib();
     let agent_kib = agent.peak_rss_kib();
-    eprintln!("peak RSS: gateway {} MiB, agent {} MiB", gw_kib / 1024, agent_kib / 1024);
+    eprintln!(
+        "peak RSS: gateway {} MiB, agent {} MiB",
+        gw_kib / 1024,
+        agent_kib / 1024
+    );
     assert!(gw_kib < 100 * 1024, "gateway peak RSS {gw_kib} KiB");
     assert!(agent_kib < 100 * 1024, "agent peak RSS {agent_kib} KiB");
 }
@@ -120,19 +159,31 @@ async fn cli_json_output_is_scriptable() {
     let dir = tempfile::tempdir().unwrap();
     let gw = GatewayProc::start(dir.path(), None).await;
     let (id, _) = register_agent(&gw, dir.path(), &["web=127.0.0.1:9"]).await;
-    let list: serde_json::Value = serde_json::from_str(&gw.cli(&["--json", "registration", "list"]).await).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&gw.cli(&["--json", "registration", "list"]).await).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
-    let show: serde_json::Value = serde_json::from_str(&gw.cli(&["--json", "registration", "show", &id]).await).unwrap();
+    let show: serde_json::Value =
+        serde_json::from_str(&gw.cli(&["--json", "registration", "show", &id]).await).unwrap();
     assert!(show["tunnel_port"].as_u64().unwrap() >= 11000);
-    let key: serde_json::Value = serde_json::from_str(&gw.cli(&["--json", "key", "create", "--registration", &id]).await).unwrap();
+    let key: serde_json::Value = serde_json::from_str(
+        &gw.cli(&["--json", "key", "create", "--registration", &id])
+            .await,
+    )
+    .unwrap();
     assert!(key["secret"].as_str().unwrap().starts_with("g2ck_"));
     let keys = gw.cli(&["--json", "key", "list"]).await;
     assert!(!keys.contains("g2ck_"), "secrets are never listed");
-    let token: serde_json::Value = serde_json::from_str(&gw.cli(&["--json", "token", "create", "--uses", "3", "--ttl", "1h"]).await).unwrap();
+    let token: serde_json::Value = serde_json::from_str(
+        &gw.cli(&["--json", "token", "create", "--uses", "3", "--ttl", "1h"])
+            .await,
+    )
+    .unwrap();
     assert_eq!(token["uses_left"], 3);
-    let tokens: serde_json::Value = serde_json::from_str(&gw.cli(&["--json", "token", "list"]).await).unwrap();
+    let tokens: serde_json::Value =
+        serde_json::from_str(&gw.cli(&["--json", "token", "list"]).await).unwrap();
     assert_eq!(tokens.as_array().unwrap().len(), 2);
     gw.cli(&["registration", "revoke", &id]).await;
-    let show: serde_json::Value = serde_json::from_str(&gw.cli(&["--json", "registration", "show", &id]).await).unwrap();
+    let show: serde_json::Value =
+        serde_json::from_str(&gw.cli(&["--json", "registration", "show", &id]).await).unwrap();
     assert!(show["revoked_at"].is_number());
 }

@@ -26,7 +26,10 @@ async fn unregistered_agent_key_is_refused_at_ssh_auth() {
     let s = agent.status.clone();
     wait_until(Duration::from_secs(10), "auth refusal recorded", || {
         let st = s.snapshot();
-        async move { st.last_error.is_some_and(|e| e.contains("refused authentication")) }
+        async move {
+            st.last_error
+                .is_some_and(|e| e.contains("refused authentication"))
+        }
     })
     .await;
     assert!(!agent.status.snapshot().connected);
@@ -44,10 +47,17 @@ async fn agent_refuses_a_gateway_whose_host_key_is_not_pinned() {
     cfg.gateway.host_key = sshkeys::public_openssh(sshkeys::generate_ed25519().public_key());
     let agent = TestAgent::start(cfg);
     let s = agent.status.clone();
-    wait_until(Duration::from_secs(10), "host key mismatch recorded", || {
-        let st = s.snapshot();
-        async move { st.last_error.is_some_and(|e| e.contains("host key does not match")) }
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "host key mismatch recorded",
+        || {
+            let st = s.snapshot();
+            async move {
+                st.last_error
+                    .is_some_and(|e| e.contains("host key does not match"))
+            }
+        },
+    )
     .await;
     assert!(!agent.status.snapshot().connected);
 }
@@ -61,22 +71,49 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
         token: token.to_owned(),
     };
     let two = gw.store.create_token(Some(2), None).await.unwrap().secret;
-    register(&gw.backchannel_url(), None, &req(&two)).await.unwrap();
-    register(&gw.backchannel_url(), None, &req(&two)).await.unwrap();
+    register(&gw.backchannel_url(), None, &req(&two))
+        .await
+        .unwrap();
+    register(&gw.backchannel_url(), None, &req(&two))
+        .await
+        .unwrap();
     let third = register(&gw.backchannel_url(), None, &req(&two)).await;
-    assert!(matches!(third, Err(RegisterError::Refused { status: 401, .. })), "{third:?}");
-    let expired = gw.store.create_token(None, Some(Duration::ZERO)).await.unwrap().secret;
+    assert!(
+        matches!(third, Err(RegisterError::Refused { status: 401, .. })),
+        "{third:?}"
+    );
+    let expired = gw
+        .store
+        .create_token(None, Some(Duration::ZERO))
+        .await
+        .unwrap()
+        .secret;
     let r = register(&gw.backchannel_url(), None, &req(&expired)).await;
-    assert!(matches!(r, Err(RegisterError::Refused { status: 401, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(RegisterError::Refused { status: 401, .. })),
+        "{r:?}"
+    );
     let revoked = gw.store.create_token(None, None).await.unwrap();
     gw.store.revoke_token(&revoked.info.id).await.unwrap();
     let r = register(&gw.backchannel_url(), None, &req(&revoked.secret)).await;
-    assert!(matches!(r, Err(RegisterError::Refused { status: 401, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(RegisterError::Refused { status: 401, .. })),
+        "{r:?}"
+    );
     let r = register(&gw.backchannel_url(), None, &req("g2ct_made_up")).await;
-    assert!(matches!(r, Err(RegisterError::Refused { status: 401, .. })), "{r:?}");
-    let bad_key = RegisterRequest { public_key: "ssh-ed25519 garbage".into(), ..req(&two) };
+    assert!(
+        matches!(r, Err(RegisterError::Refused { status: 401, .. })),
+        "{r:?}"
+    );
+    let bad_key = RegisterRequest {
+        public_key: "ssh-ed25519 garbage".into(),
+        ..req(&two)
+    };
     let r = register(&gw.backchannel_url(), None, &bad_key).await;
-    assert!(matches!(r, Err(RegisterError::Refused { status: 400, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(RegisterError::Refused { status: 400, .. })),
+        "{r:?}"
+    );
     assert_eq!(gw.store.list_registrations().await.unwrap().len(), 2);
 }
 
@@ -84,19 +121,34 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
 async fn revoking_a_registration_closes_its_tunnel_within_a_second() {
     let app = Backend::start().await;
     let gw = TestGateway::start().await;
-    let agent = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await).await;
+    let agent =
+        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
+            .await;
     let key = gw.key(agent.id()).await;
-    assert_eq!(send(gw.http(), routed(Method::GET, agent.id(), "/", &key, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(gw.http(), routed(Method::GET, agent.id(), "/", &key, ""))
+            .await
+            .status,
+        StatusCode::OK
+    );
     // Revoke through a separate store handle, as the CLI does from another process.
     gw.store.revoke_registration(agent.id()).await.unwrap();
     let s = agent.status.clone();
-    wait_until(Duration::from_secs(1), "tunnel closed after revocation", || {
-        let c = s.snapshot().connected;
-        async move { !c }
-    })
+    wait_until(
+        Duration::from_secs(1),
+        "tunnel closed after revocation",
+        || {
+            let c = s.snapshot().connected;
+            async move { !c }
+        },
+    )
     .await;
     let reply = send(gw.http(), routed(Method::GET, agent.id(), "/", &key, "")).await;
-    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "its keys were revoked with it");
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "its keys were revoked with it"
+    );
     // It cannot come back.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!agent.status.snapshot().connected);
@@ -106,19 +158,39 @@ async fn revoking_a_registration_closes_its_tunnel_within_a_second() {
 async fn revoking_a_key_fails_the_next_request() {
     let app = Backend::start().await;
     let gw = TestGateway::start().await;
-    let agent = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await).await;
+    let agent =
+        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
+            .await;
     let created = gw.store.create_key(agent.id()).await.unwrap();
     let other = gw.key(agent.id()).await;
-    assert_eq!(send(gw.http(), routed(Method::GET, agent.id(), "/", &created.secret, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(
+            gw.http(),
+            routed(Method::GET, agent.id(), "/", &created.secret, "")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
     gw.store.revoke_key(&created.info.id).await.unwrap();
     // No sleep: the gateway re-checks the store on a cache miss, and polls every 250 ms; the
     // next request after the poll must fail.
     wait_until(Duration::from_secs(1), "revoked key refused", || {
         let (addr, id, k) = (gw.http(), agent.id().to_owned(), created.secret.clone());
-        async move { send(addr, routed(Method::GET, &id, "/", &k, "")).await.status == StatusCode::UNAUTHORIZED }
+        async move {
+            send(addr, routed(Method::GET, &id, "/", &k, ""))
+                .await
+                .status
+                == StatusCode::UNAUTHORIZED
+        }
     })
     .await;
-    assert_eq!(send(gw.http(), routed(Method::GET, agent.id(), "/", &other, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(gw.http(), routed(Method::GET, agent.id(), "/", &other, ""))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 /// A bare SSH client that records the negotiated cipher.
@@ -126,7 +198,10 @@ struct Probe(Arc<Mutex<Option<String>>>);
 
 impl russh::client::Handler for Probe {
     type Error = russh::Error;
-    async fn check_server_key(&mut self, _: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        _: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         Ok(true)
     }
     async fn kex_done(
@@ -146,15 +221,28 @@ async fn ssh_prefers_aes256_gcm_and_never_compresses() {
     // The agent's own configuration negotiates AES-256-GCM with the gateway.
     let seen = Arc::new(Mutex::new(None));
     let cfg = Arc::new(g2c_agent::tunnel::client_config());
-    let _h = russh::client::connect(cfg, gw.addrs.ssh, Probe(seen.clone())).await.unwrap();
-    assert_eq!(seen.lock().unwrap().as_deref(), Some("aes256-gcm@openssh.com"));
+    let _h = russh::client::connect(cfg, gw.addrs.ssh, Probe(seen.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.lock().unwrap().as_deref(),
+        Some("aes256-gcm@openssh.com")
+    );
     // What the gateway offers, read off the wire: its KEXINIT lists only "none" for compression
     // in both directions and puts AES-256-GCM first.
     let lists = server_kexinit(gw.addrs.ssh).await;
     assert_eq!(lists[6], "none", "client-to-server compression");
     assert_eq!(lists[7], "none", "server-to-client compression");
-    assert!(lists[2].starts_with("aes256-gcm@openssh.com"), "{}", lists[2]);
-    assert!(!lists[2].contains("cbc") && !lists[2].split(',').any(|c| c == "none"), "{}", lists[2]);
+    assert!(
+        lists[2].starts_with("aes256-gcm@openssh.com"),
+        "{}",
+        lists[2]
+    );
+    assert!(
+        !lists[2].contains("cbc") && !lists[2].split(',').any(|c| c == "none"),
+        "{}",
+        lists[2]
+    );
 }
 
 /// Read the server's KEXINIT name-lists (kex, hostkey, enc c2s, enc s2c, mac c2s, mac s2c,

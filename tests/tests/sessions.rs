@@ -25,10 +25,18 @@ async fn a_second_session_replaces_the_first_immediately() {
         async move { !c }
     })
     .await;
-    eprintln!("old session closed {:?} after the new one came up", replaced.elapsed());
+    eprintln!(
+        "old session closed {:?} after the new one came up",
+        replaced.elapsed()
+    );
     first.stop().await;
     second.wait_connected().await;
-    assert_eq!(send(gw.http(), routed(Method::GET, second.id(), "/", &key, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(gw.http(), routed(Method::GET, second.id(), "/", &key, ""))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +58,17 @@ async fn agent_started_before_the_gateway_connects_when_it_appears() {
     .await;
     assert!(!agent.status.snapshot().connected);
 
-    let gw = TestGateway::start_with(GatewayOptions { dir: Some(dir), addrs: Some(addrs), ..Default::default() }).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        dir: Some(dir),
+        addrs: Some(addrs),
+        ..Default::default()
+    })
+    .await;
     agent.wait_connected().await;
-    assert_eq!(send(gw.http(), routed(Method::GET, agent.id(), "/", &key, "")).await.status, StatusCode::OK);
+    assert_eq!(
+        send(gw.http(), routed(Method::GET, agent.id(), "/", &key, ""))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }

@@ -14,7 +14,9 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// A body from bytes already in memory.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.
@@ -32,7 +34,10 @@ pub struct Tracked<B> {
 impl<B> Tracked<B> {
     /// Wrap `inner`, holding `guard` for its lifetime.
     pub fn new(inner: B, guard: InflightGuard) -> Self {
-        Self { inner, _guard: guard }
+        Self {
+            inner,
+            _guard: guard,
+        }
     }
 }
 

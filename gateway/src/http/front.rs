@@ -29,7 +29,9 @@ pub async fn handle(
         .get(&REQUEST_ID)
         .filter(|v| v.len() <= 128)
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(&new_request_id()).expect("hex is a valid header"));
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&new_request_id()).expect("hex is a valid header")
+        });
     let method = req.method().clone();
     let mut resp = match proxy(&shared, req, peer, tls, &request_id).await {
         Ok(r) => r,
@@ -80,11 +82,12 @@ async fn proxy(
     let caller_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = route::request_host(&parts.headers, &parts.uri).map(str::to_owned);
-    let original_host = parts
-        .headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let path = target
         .rewritten
         .or_else(|| parts.uri.path_and_query().cloned())
@@ -106,7 +109,13 @@ async fn proxy(
     let timeout = shared.config.limits.upstream_timeout();
     let mut resp = match tokio::time::timeout(timeout, shared.client.request(upstream_req)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(reg)),
-        Ok(Err(e)) => return Err(classify_client_error(&e, &reg, g2c_proto::mux::Mux::is_closed(&session.mux))),
+        Ok(Err(e)) => {
+            return Err(classify_client_error(
+                &e,
+                &reg,
+                g2c_proto::mux::Mux::is_closed(&session.mux),
+            ))
+        }
         Ok(Ok(r)) => r,
     };
 

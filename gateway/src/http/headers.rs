@@ -68,7 +68,9 @@ pub fn prepare_request(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
 
 /// Prepare the app's response headers for the caller.
 pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
-    let upgrade = switching_protocols.then(|| headers.get(UPGRADE).cloned()).flatten();
+    let upgrade = switching_protocols
+        .then(|| headers.get(UPGRADE).cloned())
+        .flatten();
     strip_hop_by_hop(headers);
     if let Some(proto) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -102,7 +104,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_nominated_and_credentials() {
         let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-secret, G2C-Key".parse().unwrap());
+        h.insert(
+            "connection",
+            "keep-alive, x-secret, G2C-Key".parse().unwrap(),
+        );
         h.insert("x-secret", "s".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("proxy-authorization", "Bearer k".parse().unwrap());
@@ -130,7 +135,12 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, Some("a.example"));
+        add_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            true,
+            Some("a.example"),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.example");

@@ -43,7 +43,11 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str>
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map(|h| &host[..h.len() + 1]).unwrap_or(host);
+        return host
+            .split(']')
+            .next()
+            .map(|h| &host[..h.len() + 1])
+            .unwrap_or(host);
     }
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
@@ -129,14 +133,21 @@ mod tests {
             h.insert(HOST, host.parse().unwrap());
         }
         for (k, v) in extra {
-            h.insert(*k, v.parse().unwrap());
+            h.insert(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         (h, uri.parse().unwrap())
     }
 
     #[test]
     fn host_subdomain_wins() {
-        let (h, u) = req(Some("abc123.g2c.example.com:8000"), "/x", &[(REGISTRATION_HEADER, "other")]);
+        let (h, u) = req(
+            Some("abc123.g2c.example.com:8000"),
+            "/x",
+            &[(REGISTRATION_HEADER, "other")],
+        );
         let r = route(&h, &u, "g2c.example.com").unwrap();
         assert_eq!(r.registration, "abc123");
         assert_eq!(r.rewritten, None);
@@ -144,8 +155,15 @@ mod tests {
 
     #[test]
     fn header_then_path() {
-        let (h, u) = req(Some("gw.example.com"), "/r/zzz/a?b=1", &[(REGISTRATION_HEADER, "Abc")]);
-        assert_eq!(route(&h, &u, "g2c.example.com").unwrap().registration, "abc");
+        let (h, u) = req(
+            Some("gw.example.com"),
+            "/r/zzz/a?b=1",
+            &[(REGISTRATION_HEADER, "Abc")],
+        );
+        assert_eq!(
+            route(&h, &u, "g2c.example.com").unwrap().registration,
+            "abc"
+        );
         let (h, u) = req(Some("gw.example.com"), "/r/zzz/a/b?c=1", &[]);
         let r = route(&h, &u, "g2c.example.com").unwrap();
         assert_eq!(r.registration, "zzz");
@@ -163,11 +181,20 @@ mod tests {
     #[test]
     fn nothing_named_is_bad_request() {
         let (h, u) = req(Some("localhost"), "/plain", &[]);
-        assert!(matches!(route(&h, &u, "localhost"), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(
+            route(&h, &u, "localhost"),
+            Err(ProxyError::BadRequest(_))
+        ));
         let (h, u) = req(Some("a.b.localhost"), "/", &[]);
-        assert!(route(&h, &u, "localhost").is_err(), "two labels are not an id");
+        assert!(
+            route(&h, &u, "localhost").is_err(),
+            "two labels are not an id"
+        );
         let (h, u) = req(None, "/", &[(REGISTRATION_HEADER, "bad id!")]);
-        assert!(matches!(route(&h, &u, "localhost"), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(
+            route(&h, &u, "localhost"),
+            Err(ProxyError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -179,6 +206,10 @@ mod tests {
         let (h, _) = req(None, "/", &[("proxy-authorization", "Basic xyz")]);
         assert_eq!(api_key(&h), None);
         let (h, _) = req(None, "/", &[("authorization", "Bearer app")]);
-        assert_eq!(api_key(&h), None, "the app's own Authorization is never our key");
+        assert_eq!(
+            api_key(&h),
+            None,
+            "the app's own Authorization is never our key"
+        );
     }
 }

@@ -87,7 +87,9 @@ pub async fn serve<H, F>(
                 });
                 let result = match tls {
                     Some(acceptor) => {
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(stream)) => {
                                 let conn = builder
                                     .serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -104,7 +106,8 @@ pub async fn serve<H, F>(
                         }
                     }
                     None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
                         watcher.watch(conn).await
                     }
                 };
@@ -117,7 +120,13 @@ pub async fn serve<H, F>(
     }
     drop(listener);
     tracing::info!(listener = opts.name, "stopped accepting; draining");
-    if tokio::time::timeout(opts.grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = opts.name, "grace period over; dropping remaining connections");
+    if tokio::time::timeout(opts.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = opts.name,
+            "grace period over; dropping remaining connections"
+        );
     }
 }

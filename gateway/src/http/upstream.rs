@@ -84,7 +84,9 @@ impl tower::Service<Uri> for TunnelConnector {
                 .ok_or(UpstreamError::AgentOffline)?;
             let service = session
                 .http_service()
-                .ok_or_else(|| UpstreamError::LocalUnavailable("the agent offers no HTTP service".into()))?
+                .ok_or_else(|| {
+                    UpstreamError::LocalUnavailable("the agent offers no HTTP service".into())
+                })?
                 .to_owned();
             let mut stream = session
                 .mux
@@ -146,7 +148,9 @@ impl AsyncWrite for TunnelIo {
 }
 
 /// Find an [`UpstreamError`] in a client error's source chain.
-pub fn find_upstream_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a UpstreamError> {
+pub fn find_upstream_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a UpstreamError> {
     let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(u) = e.downcast_ref::<UpstreamError>() {

@@ -102,7 +102,11 @@ struct TunnelHandler {
 }
 
 impl TunnelHandler {
-    async fn registration_for(&self, user: &str, key: &russh::keys::PublicKey) -> Option<Registration> {
+    async fn registration_for(
+        &self,
+        user: &str,
+        key: &russh::keys::PublicKey,
+    ) -> Option<Registration> {
         let reg = self.shared.store.registration(user).await.ok()?;
         if reg.revoked_at.is_some() {
             return None;

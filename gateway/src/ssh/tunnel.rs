@@ -102,9 +102,19 @@ pub(super) async fn run(
     let end = control_loop(&mut frames, &mut write, &mux).await;
     shared.registry.remove_if(&reg.id, session.id);
     if end == ControlEnd::Draining {
-        tracing::info!(session = session.id, inflight = session.inflight(), "agent draining");
+        tracing::info!(
+            session = session.id,
+            inflight = session.inflight(),
+            "agent draining"
+        );
         drain(&session, &mux).await;
-        let _ = write_frame(&mut write, &ControlMessage::GoAway { reason: "drained".into() }).await;
+        let _ = write_frame(
+            &mut write,
+            &ControlMessage::GoAway {
+                reason: "drained".into(),
+            },
+        )
+        .await;
     }
     session.close("tunnel ended");
     tracing::info!(session = session.id, "agent disconnected");

@@ -172,11 +172,12 @@ impl SqliteStore {
     ) -> StoreResult<Registration> {
         let now = now_unix();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT id, uses_left, expires_at, revoked_at FROM tokens WHERE hash = ?")
-            .bind(hash_secret(token))
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::TokenRejected("unknown token"))?;
+        let row =
+            sqlx::query("SELECT id, uses_left, expires_at, revoked_at FROM tokens WHERE hash = ?")
+                .bind(hash_secret(token))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::TokenRejected("unknown token"))?;
         let token_id: String = row.get("id");
         let uses_left: Option<i64> = row.get("uses_left");
         let expires_at: Option<i64> = row.get("expires_at");
@@ -198,18 +199,20 @@ impl SqliteStore {
         }
         // Lowest port never handed out (revoked registrations keep theirs, so traffic for an old
         // registration can never reach a new one).
-        let used: Vec<i64> = sqlx::query_scalar("SELECT tunnel_port FROM registrations ORDER BY tunnel_port")
-            .fetch_all(&mut *tx)
-            .await?;
+        let used: Vec<i64> =
+            sqlx::query_scalar("SELECT tunnel_port FROM registrations ORDER BY tunnel_port")
+                .fetch_all(&mut *tx)
+                .await?;
         let port = (ports.start..=ports.end)
             .find(|p| used.binary_search(&i64::from(*p)).is_err())
             .ok_or(StoreError::PortsExhausted)?;
         let id = loop {
             let candidate = random_id(10);
-            let taken: Option<String> = sqlx::query_scalar("SELECT id FROM registrations WHERE id = ?")
-                .bind(&candidate)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let taken: Option<String> =
+                sqlx::query_scalar("SELECT id FROM registrations WHERE id = ?")
+                    .bind(&candidate)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if taken.is_none() {
                 break candidate;
             }
@@ -251,13 +254,15 @@ impl SqliteStore {
             created_at: now_unix(),
             revoked_at: None,
         };
-        sqlx::query("INSERT INTO api_keys (id, hash, registration_id, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&info.id)
-            .bind(hash_secret(&secret))
-            .bind(registration_id)
-            .bind(info.created_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, hash, registration_id, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&info.id)
+        .bind(hash_secret(&secret))
+        .bind(registration_id)
+        .bind(info.created_at)
+        .execute(&mut *tx)
+        .await?;
         bump(&mut tx).await?;
         tx.commit().await?;
         Ok(Created { info, secret })
@@ -349,11 +354,13 @@ impl Store for SqliteStore {
 
     fn registration<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Registration>> {
         async move {
-            let row = sqlx::query(&format!("SELECT {REG_COLS} FROM registrations WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StoreError::NotFound("registration"))?;
+            let row = sqlx::query(&format!(
+                "SELECT {REG_COLS} FROM registrations WHERE id = ?"
+            ))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("registration"))?;
             Ok(registration_from(&row))
         }
         .boxed()
@@ -405,9 +412,11 @@ impl Store for SqliteStore {
 
     fn version(&self) -> BoxFuture<'_, StoreResult<i64>> {
         async move {
-            Ok(sqlx::query_scalar("SELECT version FROM state_version WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?)
+            Ok(
+                sqlx::query_scalar("SELECT version FROM state_version WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
         }
         .boxed()
     }

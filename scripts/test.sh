@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Ground2Cloud test suite: installs what the tests need on a fresh machine, then runs formatting
+# and lint checks, every unit and end-to-end test (release build: the tunnel moves gigabytes),
+# and the quickstart check.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+# --- what the tests need -------------------------------------------------------------------
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    local sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+}
+command -v python3 >/dev/null || apt_install python3
+command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+# --- checks --------------------------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+say "building release binaries (end-to-end tests run the real ones)"
+cargo build --release --workspace --bins
+
+say "cargo test"
+cargo test --release --workspace --no-fail-fast
+
+say "quickstart --check"
+scripts/quickstart.sh --check
