@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,11 +47,14 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let _ = tcp.set_nodelay(true);
                 let seen = seen2.clone();
                 tokio::spawn(async move {
@@ -61,7 +66,17 @@ impl Backend {
                 });
             }
         });
-        Self { addr, seen, task }
+        Self {
+            addr,
+            seen,
+            connections,
+            task,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Every request seen so far.

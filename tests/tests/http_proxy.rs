@@ -248,3 +248,22 @@ async fn registration_over_tls_backchannel_and_concurrent_requests() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled_per_agent() {
+    let (gw, agent, app, key) = setup(GatewayOptions::default()).await;
+    for i in 0..50 {
+        let r = send(
+            gw.http(),
+            routed(Method::GET, agent.id(), &format!("/n{i}"), &key, ""),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(app.seen().len(), 50);
+    assert_eq!(
+        app.connections(),
+        1,
+        "50 sequential requests from 50 caller connections reuse one upstream connection"
+    );
+}

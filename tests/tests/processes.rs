@@ -159,6 +159,16 @@ async fn cli_json_output_is_scriptable() {
     let dir = tempfile::tempdir().unwrap();
     let gw = GatewayProc::start(dir.path(), None).await;
     let (id, _) = register_agent(&gw, dir.path(), &["web=127.0.0.1:9"]).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("agent_key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the agent's private key is readable by its owner only"
+    );
     let list: serde_json::Value =
         serde_json::from_str(&gw.cli(&["--json", "registration", "list"]).await).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
