@@ -84,7 +84,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
             return None;
         }
     };
-    let _ = local.set_nodelay(true);
+    tune_socket(&local);
     if write_frame(&mut stream, &Ack::Ok).await.is_err() {
         return None;
     }
@@ -108,4 +108,14 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
 async fn refuse(stream: &mut MuxStream, code: AckCode, message: String) {
     let _ = write_frame(stream, &Ack::Error { code, message }).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
+}
+
+/// `TCP_NODELAY` and keepalive on the local leg, so a database connection that idles for hours
+/// is kept (and a vanished host noticed).
+fn tune_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::error_response;
 use crate::http::body::{full, ProxyBody};
-use crate::store::Registration;
+use crate::store::{Registration, TcpService};
 use crate::Shared;
 
 #[derive(Serialize)]
@@ -23,6 +23,15 @@ struct RegistrationView {
     connected_since: Option<u64>,
     agent_version: Option<String>,
     agent_addr: Option<String>,
+    tcp_services: Vec<TcpView>,
+}
+
+#[derive(Serialize)]
+struct TcpView {
+    service: String,
+    port: u16,
+    allow: Vec<String>,
+    listening: bool,
 }
 
 /// Handle one admin request.
@@ -46,8 +55,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             );
             r
         }
-        (&Method::GET, "/v1/registrations") => match shared.store.list_registrations().await {
-            Ok(regs) => {
+        (&Method::GET, "/v1/registrations") => match registrations(&shared).await {
+            Ok((regs, tcp)) => {
                 let views: Vec<RegistrationView> = regs
                     .into_iter()
                     .map(|r| {
@@ -62,6 +71,20 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                             }),
                             agent_version: live.as_ref().map(|s| s.agent_version.clone()),
                             agent_addr: live.as_ref().map(|s| s.peer.to_string()),
+                            tcp_services: {
+                                let listening = shared.tcp.listening(&r.id);
+                                tcp.iter()
+                                    .filter(|t| t.registration_id == r.id)
+                                    .map(|t| TcpView {
+                                        service: t.service.clone(),
+                                        port: t.port,
+                                        allow: t.allow.clone(),
+                                        listening: listening
+                                            .iter()
+                                            .any(|(s, p)| *s == t.service && *p == t.port),
+                                    })
+                                    .collect()
+                            },
                             registration: r,
                         }
                     })
@@ -89,4 +112,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             None,
         ),
     }
+}
+
+async fn registrations(
+    shared: &Shared,
+) -> Result<(Vec<Registration>, Vec<TcpService>), crate::store::StoreError> {
+    Ok((
+        shared.store.list_registrations().await?,
+        shared.store.tcp_services(None).await?,
+    ))
 }

@@ -5,9 +5,11 @@
 //! by the CLI or another gateway node take effect within [`REFRESH_INTERVAL`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::cidr::Cidr;
 use crate::store::{hash_secret, ApiKeyInfo, Registration, Store, StoreResult};
 
 /// How often the store's version is polled.
@@ -21,9 +23,17 @@ pub struct AuthSnapshot {
     /// Live registrations by id.
     pub registrations: HashMap<String, Registration>,
     keys_by_hash: HashMap<String, ApiKeyInfo>,
+    tcp_allow: HashMap<(String, String), Vec<Cidr>>,
 }
 
 impl AuthSnapshot {
+    /// Whether `ip` may connect to a registration's TCP service (fail closed).
+    pub fn tcp_allowed(&self, registration: &str, service: &str, ip: IpAddr) -> bool {
+        self.tcp_allow
+            .get(&(registration.to_owned(), service.to_owned()))
+            .is_some_and(|list| crate::cidr::allowed(list, ip))
+    }
+
     /// The live key matching this plaintext secret, if any.
     pub fn key(&self, secret: &str) -> Option<&ApiKeyInfo> {
         self.keys_by_hash.get(&hash_secret(secret))
@@ -64,6 +74,14 @@ impl AuthCache {
                 .map(|r| (r.id.clone(), r))
                 .collect(),
             keys_by_hash: data.keys.into_iter().collect(),
+            tcp_allow: data
+                .tcp
+                .into_iter()
+                .map(|t| {
+                    let cidrs = t.allow.iter().filter_map(|c| c.parse().ok()).collect();
+                    ((t.registration_id, t.service), cidrs)
+                })
+                .collect(),
         });
         *self.current.write().expect("auth lock poisoned") = snap.clone();
         Ok(snap)

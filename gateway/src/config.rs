@@ -56,8 +56,26 @@ pub struct GatewayConfig {
     pub backchannel: BackchannelConfig,
     /// Admin API and `/metrics`.
     pub admin: ListenerConfig,
+    /// Public TCP ports for agents' TCP services.
+    pub tcp: TcpConfig,
     /// Timeouts and limits.
     pub limits: LimitsConfig,
+}
+
+/// Public TCP port settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Address the public TCP ports bind to.
+    pub bind: std::net::IpAddr,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            bind: std::net::IpAddr::from([0, 0, 0, 0]),
+        }
+    }
 }
 
 /// Where the store lives.
@@ -146,6 +164,7 @@ impl Default for GatewayConfig {
             admin: ListenerConfig {
                 listen: "127.0.0.1:9091".parse().expect("literal"),
             },
+            tcp: TcpConfig::default(),
             limits: LimitsConfig::default(),
         }
     }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backchannel;
+pub mod cidr;
 pub mod config;
 pub mod error;
 pub mod hostkey;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod registry;
 pub mod ssh;
 pub mod store;
+pub mod tcp;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,6 +153,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
+    /// Open public TCP ports.
+    pub tcp: tcp::TcpPorts,
 }
 
 /// Run the gateway until `shutdown` fires.
@@ -201,6 +205,7 @@ pub async fn run(
         client,
         ready: AtomicBool::new(true),
         metrics: metrics::Metrics::new(),
+        tcp: tcp::TcpPorts::default(),
     });
 
     let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
@@ -258,6 +263,7 @@ pub async fn run(
     tracing::info!("shutting down: draining in-flight requests");
     while tasks.join_next().await.is_some() {}
     tunnels_stop.cancel();
+    shared.tcp.close_all();
     shared.registry.close_all("gateway shutting down");
     let _ = ssh_task.await;
     let _ = refresher.await;
@@ -276,8 +282,15 @@ async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(e) = shared.auth.refresh_if_changed().await {
-            tracing::warn!(error = %e, "store poll failed");
+        match shared.auth.refresh_if_changed().await {
+            // An allowlist may have been set for a connected agent's TCP service: open it.
+            Ok(Some(_)) => {
+                for session in shared.registry.all() {
+                    tcp::open_for_session(&shared, &session).await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "store poll failed"),
         }
         let snap = shared.auth.snapshot();
         shared

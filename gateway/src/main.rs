@@ -110,6 +110,16 @@ enum RegistrationOp {
         /// Registration ID.
         id: String,
     },
+    /// Set which source networks may reach one of its TCP services (replaces the list; no
+    /// CIDR closes the port). Allocates the service's stable public port.
+    Allow {
+        /// Registration ID.
+        id: String,
+        /// TCP service name (as in the agent's config).
+        service: String,
+        /// Allowed source networks, e.g. 203.0.113.0/24.
+        cidrs: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -305,8 +315,10 @@ async fn main() -> Result<()> {
                 })?,
                 RegistrationOp::Show { id } => {
                     let r = store.registration(&id).await?;
-                    print(json, &r, |r| {
-                        format!(
+                    let tcp = store.tcp_services(Some(&id)).await?;
+                    let view = serde_json::json!({"registration": r, "tcp_services": tcp});
+                    print(json, &view, |_| {
+                        let mut text = format!(
                             "id:          {}\nname:        {}\ntunnel_port: {}\npublic_key:  {}\ncreated_at:  {}\nrevoked_at:  {}",
                             r.id,
                             r.name.as_deref().unwrap_or("-"),
@@ -314,6 +326,39 @@ async fn main() -> Result<()> {
                             r.public_key,
                             r.created_at,
                             r.revoked_at.map_or("-".into(), |t| t.to_string())
+                        );
+                        for t in &tcp {
+                            text.push_str(&format!(
+                                "\ntcp service: {} port={} allow={}",
+                                t.service,
+                                t.port,
+                                if t.allow.is_empty() {
+                                    "(closed)".into()
+                                } else {
+                                    t.allow.join(",")
+                                }
+                            ));
+                        }
+                        text
+                    })?
+                }
+                RegistrationOp::Allow { id, service, cidrs } => {
+                    let ports = g2c_gateway::store::PortRange {
+                        start: config.limits.port_range_start,
+                        end: config.limits.port_range_end,
+                    };
+                    let t = store.set_tcp_allow(&id, &service, &cidrs, ports).await?;
+                    print(json, &t, |t| {
+                        format!(
+                            "{}/{} on port {}: {}",
+                            t.registration_id,
+                            t.service,
+                            t.port,
+                            if t.allow.is_empty() {
+                                "closed".into()
+                            } else {
+                                format!("allow {}", t.allow.join(","))
+                            }
                         )
                     })?
                 }

@@ -130,6 +130,11 @@ impl Registry {
         }
     }
 
+    /// Every live session (cloned out).
+    pub fn all(&self) -> Vec<Arc<AgentSession>> {
+        self.sessions.iter().map(|s| s.value().clone()).collect()
+    }
+
     /// Number of connected agents.
     pub fn len(&self) -> usize {
         self.sessions.len()

@@ -77,6 +77,8 @@ impl TestGateway {
         config.store.path = dir.path().join("gateway.db");
         config.ssh.host_key = dir.path().join("host_key");
         config.base_domain = "g2c.test".into();
+        config.tcp.bind = std::net::IpAddr::from([127, 0, 0, 1]);
+        (config.limits.port_range_start, config.limits.port_range_end) = crate::port_block();
         if let Some(t) = opts.upstream_timeout_secs {
             config.limits.upstream_timeout_secs = t;
         }
@@ -218,6 +220,29 @@ impl TestGateway {
                 stable_after_secs: 5,
             },
         }
+    }
+
+    /// Allow `cidrs` on a registration's TCP service and return its public address once it
+    /// listens (the agent must be connected).
+    pub async fn open_tcp(&self, registration: &str, service: &str, cidrs: &[&str]) -> SocketAddr {
+        let ports = g2c_gateway::store::PortRange {
+            start: self.config.limits.port_range_start,
+            end: self.config.limits.port_range_end,
+        };
+        let cidrs: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
+        let t = self
+            .store
+            .set_tcp_allow(registration, service, &cidrs, ports)
+            .await
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], t.port));
+        wait_until(
+            Duration::from_secs(10),
+            "public TCP port listening",
+            || async move { tokio::net::TcpStream::connect(addr).await.is_ok() },
+        )
+        .await;
+        addr
     }
 
     /// Stop and wait for `run` to return.

@@ -115,6 +115,7 @@ impl GatewayProc {
                 .unwrap_or_else(|| "127.0.0.1:0".into())
         };
         let config = dir.join("gateway.toml");
+        let ports = crate::port_block();
         let text = format!(
             "base_domain = \"g2c.test\"\n\
              [store]\npath = \"gateway.db\"\n\
@@ -122,11 +123,14 @@ impl GatewayProc {
              [ssh]\nlisten = \"{}\"\nhost_key = \"host_key\"\n\
              [backchannel]\nlisten = \"{}\"\n\
              [admin]\nlisten = \"{}\"\n\
-             [limits]\nshutdown_grace_secs = 2\n",
+             [tcp]\nbind = \"127.0.0.1\"\n\
+             [limits]\nshutdown_grace_secs = 2\nport_range_start = {}\nport_range_end = {}\n",
             listen(addrs.and_then(|a| a.http)),
             listen(addrs.map(|a| a.ssh)),
             listen(addrs.map(|a| a.backchannel)),
             listen(addrs.map(|a| a.admin)),
+            ports.0,
+            ports.1,
         );
         std::fs::write(&config, text).unwrap();
         let ready = dir.join("gateway.ready");

@@ -98,6 +98,7 @@ pub(super) async fn run(
     });
     shared.registry.insert(session.clone());
     tracing::info!(session = session.id, agent_version = %session.agent_version, "agent connected");
+    crate::tcp::open_for_session(&shared, &session).await;
 
     let end = control_loop(&mut frames, &mut write, &mux).await;
     shared.registry.remove_if(&reg.id, session.id);
@@ -117,6 +118,9 @@ pub(super) async fn run(
         .await;
     }
     session.close("tunnel ended");
+    if shared.registry.get(&reg.id).is_none() {
+        shared.tcp.close_registration(&reg.id);
+    }
     tracing::info!(session = session.id, "agent disconnected");
 }
 

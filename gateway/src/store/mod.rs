@@ -98,9 +98,24 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Created<T> {
     }
 }
 
+/// A TCP service's stable public port and its source allowlist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TcpService {
+    /// Registration the service belongs to.
+    pub registration_id: String,
+    /// Service name in the agent's config.
+    pub service: String,
+    /// Public port on the gateway.
+    pub port: u16,
+    /// Source networks allowed to connect (CIDR); empty = closed.
+    pub allow: Vec<String>,
+}
+
 /// Everything the request path needs to authenticate, loaded at once.
 #[derive(Debug, Clone, Default)]
 pub struct AuthData {
+    /// TCP services of live registrations.
+    pub tcp: Vec<TcpService>,
     /// Live (non-revoked) registrations.
     pub registrations: Vec<Registration>,
     /// Live keys with their hashes: `(sha256 hex, info)`.
@@ -158,6 +173,27 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Vec<ApiKeyInfo>>>;
     /// Revoke an API key by id.
     fn revoke_key<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+    /// The TCP service's public port, allocated on first use (a registration's first TCP
+    /// service gets its tunnel port).
+    fn tcp_service<'a>(
+        &'a self,
+        registration_id: &'a str,
+        service: &'a str,
+        ports: PortRange,
+    ) -> BoxFuture<'a, StoreResult<TcpService>>;
+    /// Replace a TCP service's allowlist (allocating its port if needed); empty closes it.
+    fn set_tcp_allow<'a>(
+        &'a self,
+        registration_id: &'a str,
+        service: &'a str,
+        allow: &'a [String],
+        ports: PortRange,
+    ) -> BoxFuture<'a, StoreResult<TcpService>>;
+    /// TCP services, optionally of one registration.
+    fn tcp_services<'a>(
+        &'a self,
+        registration_id: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<TcpService>>>;
     /// Counter bumped by every mutation.
     fn version(&self) -> BoxFuture<'_, StoreResult<i64>>;
     /// Live registrations and keys.

@@ -1,9 +1,10 @@
 //! Schema migrations, applied in order at open; each runs once and is recorded.
 
 /// `(version, SQL)`; append only, never edit a released entry.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE registrations (
     id          TEXT PRIMARY KEY,
     name        TEXT,
@@ -31,4 +32,17 @@ CREATE INDEX api_keys_registration ON api_keys(registration_id);
 CREATE TABLE state_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
 INSERT INTO state_version (id, version) VALUES (1, 0);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE tcp_services (
+    registration_id TEXT NOT NULL REFERENCES registrations(id),
+    service         TEXT NOT NULL,
+    port            INTEGER NOT NULL UNIQUE,
+    allow_cidrs     TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (registration_id, service)
+);
+"#,
+    ),
+];

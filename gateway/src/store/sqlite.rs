@@ -97,6 +97,86 @@ async fn bump(conn: &mut SqliteConnection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Every port handed out: tunnel ports and TCP service ports.
+async fn used_ports(conn: &mut SqliteConnection) -> StoreResult<Vec<i64>> {
+    let mut used: Vec<i64> = sqlx::query_scalar(
+        "SELECT tunnel_port FROM registrations UNION SELECT port FROM tcp_services",
+    )
+    .fetch_all(conn)
+    .await?;
+    used.sort_unstable();
+    Ok(used)
+}
+
+fn lowest_free(used: &[i64], ports: PortRange) -> StoreResult<u16> {
+    (ports.start..=ports.end)
+        .find(|p| used.binary_search(&i64::from(*p)).is_err())
+        .ok_or(StoreError::PortsExhausted)
+}
+
+fn tcp_from(row: &sqlx::sqlite::SqliteRow) -> TcpService {
+    let allow: String = row.get("allow_cidrs");
+    TcpService {
+        registration_id: row.get("registration_id"),
+        service: row.get("service"),
+        port: row.get::<i64, _>("port") as u16,
+        allow: allow
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+/// Get or allocate a TCP service row inside a transaction.
+async fn ensure_tcp(
+    conn: &mut SqliteConnection,
+    registration_id: &str,
+    service: &str,
+    ports: PortRange,
+) -> StoreResult<(TcpService, bool)> {
+    let row = sqlx::query(
+        "SELECT registration_id, service, port, allow_cidrs FROM tcp_services WHERE registration_id = ? AND service = ?",
+    )
+    .bind(registration_id)
+    .bind(service)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return Ok((tcp_from(&row), false));
+    }
+    let tunnel_port: i64 = sqlx::query_scalar(
+        "SELECT tunnel_port FROM registrations WHERE id = ? AND revoked_at IS NULL",
+    )
+    .bind(registration_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound("registration"))?;
+    let tunnel_taken: Option<String> =
+        sqlx::query_scalar("SELECT service FROM tcp_services WHERE port = ?")
+            .bind(tunnel_port)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let port = if tunnel_taken.is_none() {
+        tunnel_port as u16
+    } else {
+        lowest_free(&used_ports(&mut *conn).await?, ports)?
+    };
+    sqlx::query("INSERT INTO tcp_services (registration_id, service, port) VALUES (?, ?, ?)")
+        .bind(registration_id)
+        .bind(service)
+        .bind(i64::from(port))
+        .execute(&mut *conn)
+        .await?;
+    let info = TcpService {
+        registration_id: registration_id.to_owned(),
+        service: service.to_owned(),
+        port,
+        allow: Vec::new(),
+    };
+    Ok((info, true))
+}
+
 fn registration_from(row: &sqlx::sqlite::SqliteRow) -> Registration {
     Registration {
         id: row.get("id"),
@@ -307,7 +387,14 @@ impl SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
+        let tcp = sqlx::query(
+            "SELECT t.registration_id, t.service, t.port, t.allow_cidrs FROM tcp_services t
+             JOIN registrations r ON r.id = t.registration_id WHERE r.revoked_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(AuthData {
+            tcp: tcp.iter().map(tcp_from).collect(),
             registrations: regs.iter().map(registration_from).collect(),
             keys: keys
                 .iter()
@@ -408,6 +495,74 @@ impl Store for SqliteStore {
 
     fn revoke_key<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         self.revoke("api_keys", "key", id).boxed()
+    }
+
+    fn tcp_service<'a>(
+        &'a self,
+        registration_id: &'a str,
+        service: &'a str,
+        ports: PortRange,
+    ) -> BoxFuture<'a, StoreResult<TcpService>> {
+        async move {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let (info, created) = ensure_tcp(&mut tx, registration_id, service, ports).await?;
+            if created {
+                bump(&mut tx).await?;
+            }
+            tx.commit().await?;
+            Ok(info)
+        }
+        .boxed()
+    }
+
+    fn set_tcp_allow<'a>(
+        &'a self,
+        registration_id: &'a str,
+        service: &'a str,
+        allow: &'a [String],
+        ports: PortRange,
+    ) -> BoxFuture<'a, StoreResult<TcpService>> {
+        async move {
+            let mut canonical = Vec::new();
+            for c in allow {
+                let cidr: crate::cidr::Cidr = c
+                    .parse()
+                    .map_err(|e: crate::cidr::CidrError| StoreError::Invalid(e.to_string()))?;
+                canonical.push(cidr.to_string());
+            }
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let (mut info, _) = ensure_tcp(&mut tx, registration_id, service, ports).await?;
+            sqlx::query(
+                "UPDATE tcp_services SET allow_cidrs = ? WHERE registration_id = ? AND service = ?",
+            )
+            .bind(canonical.join(","))
+            .bind(registration_id)
+            .bind(service)
+            .execute(&mut *tx)
+            .await?;
+            bump(&mut tx).await?;
+            tx.commit().await?;
+            info.allow = canonical;
+            Ok(info)
+        }
+        .boxed()
+    }
+
+    fn tcp_services<'a>(
+        &'a self,
+        registration_id: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<TcpService>>> {
+        async move {
+            let rows = sqlx::query(
+                "SELECT registration_id, service, port, allow_cidrs FROM tcp_services
+                 WHERE (?1 IS NULL OR registration_id = ?1) ORDER BY port",
+            )
+            .bind(registration_id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.iter().map(tcp_from).collect())
+        }
+        .boxed()
     }
 
     fn version(&self) -> BoxFuture<'_, StoreResult<i64>> {
