@@ -194,19 +194,21 @@ async fn session(
         mismatch: mismatch.clone(),
     };
     let setup = async {
-        let mut handle = client::connect(
-            Arc::new(client_config()),
-            (g.ssh_host.as_str(), g.ssh_port),
-            handler,
-        )
-        .await
-        .map_err(|e| {
-            if mismatch.load(Ordering::SeqCst) {
-                TunnelError::HostKeyMismatch
-            } else {
-                TunnelError::Ssh(e)
-            }
-        })?;
+        let tcp = tokio::net::TcpStream::connect((g.ssh_host.as_str(), g.ssh_port))
+            .await
+            .map_err(|e| TunnelError::Ssh(russh::Error::from(e)))?;
+        let _ = tcp.set_nodelay(true);
+        // One read syscall per burst instead of several per SSH packet; writes pass through.
+        let io = tokio::io::BufReader::with_capacity(tuning::SSH_READ_BUFFER, tcp);
+        let mut handle = client::connect_stream(Arc::new(client_config()), io, handler)
+            .await
+            .map_err(|e| {
+                if mismatch.load(Ordering::SeqCst) {
+                    TunnelError::HostKeyMismatch
+                } else {
+                    TunnelError::Ssh(e)
+                }
+            })?;
         let auth = handle
             .authenticate_publickey(
                 &config.registration_id,

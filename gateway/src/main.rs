@@ -199,8 +199,30 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    runtime()?.block_on(async_main())
+}
+
+/// The tokio runtime: multi-threaded by default; `G2C_WORKER_THREADS=N` pins the worker count
+/// (1 = a single-threaded runtime, the cheapest on small machines).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    let threads: usize = std::env::var("G2C_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    Ok(builder.enable_all().build()?)
+}
+
+async fn async_main() -> Result<()> {
     let cli = Cli::parse();
     let config = load_config(cli.config.as_ref())?;
     let json = cli.json;

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const SSH_WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 /// Largest SSH packet we announce.
 pub const SSH_MAX_PACKET_SIZE: u32 = 65_535;
+/// Read buffer in front of each SSH socket (russh reads a packet in several small pieces).
+pub const SSH_READ_BUFFER: usize = 256 * 1024;
 /// Interval between SSH keepalives when the peer is silent.
 pub const SSH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Unanswered keepalives before the session is declared dead (so ~15 s to detect a dead peer).

@@ -77,7 +77,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         let span = tracing::info_span!("ssh", %peer);
         tokio::spawn(
             async move {
-                match russh::server::run_stream(config, tcp, handler).await {
+                // russh reads each packet in pieces (length, then body): a read buffer turns
+                // those into one syscall per burst (writes pass straight through).
+                let io = tokio::io::BufReader::with_capacity(tuning::SSH_READ_BUFFER, tcp);
+                match russh::server::run_stream(config, io, handler).await {
                     Ok(session) => {
                         if let Err(e) = session.await {
                             tracing::debug!(error = %e, "ssh session ended with an error");
