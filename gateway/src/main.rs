@@ -338,7 +338,8 @@ async fn async_main() -> Result<()> {
                 RegistrationOp::Show { id } => {
                     let r = store.registration(&id).await?;
                     let tcp = store.tcp_services(Some(&id)).await?;
-                    let view = serde_json::json!({"registration": r, "tcp_services": tcp});
+                    let mut view = serde_json::to_value(&r)?;
+                    view["tcp_services"] = serde_json::to_value(&tcp)?;
                     print(json, &view, |_| {
                         let mut text = format!(
                             "id:          {}\nname:        {}\ntunnel_port: {}\npublic_key:  {}\ncreated_at:  {}\nrevoked_at:  {}",
