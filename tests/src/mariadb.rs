@@ -43,6 +43,10 @@ impl MariaDb {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // Each server gets its own tmpdir: concurrent bootstraps sharing /tmp collide on
+        // temporary-table file names.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let out = Command::new(which("mariadb-install-db"))
             .args([
                 "--no-defaults",
@@ -51,6 +55,8 @@ impl MariaDb {
                 "--user=root",
             ])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .env("TMPDIR", &tmp)
             .output()
             .unwrap();
         assert!(
@@ -65,6 +71,7 @@ impl MariaDb {
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", sock.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg(format!("--port={port}"))
                 .arg(format!(
                     "--pid-file={}",
