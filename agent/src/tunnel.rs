@@ -3,7 +3,6 @@
 //! on the control stream, then serve every stream the gateway opens. Reconnects forever with
 //! jittered exponential backoff until shutdown.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use g2c_proto::mux::{self, Mode, Mux};
 use g2c_proto::{sshkeys, tuning, ControlMessage, ServiceDecl, PROTOCOL_VERSION};
 use russh::client::{self, Msg};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::{cipher, compression, Channel, Preferred};
+use russh::Channel;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -56,16 +55,7 @@ pub enum TunnelError {
 /// SSH client configuration: AES-256-GCM first, no compression, tuned window, keepalive.
 pub fn client_config() -> client::Config {
     client::Config {
-        preferred: Preferred {
-            cipher: Cow::Borrowed(&[
-                cipher::AES_256_GCM,
-                cipher::CHACHA20_POLY1305,
-                cipher::AES_128_GCM,
-                cipher::AES_256_CTR,
-            ]),
-            compression: Cow::Borrowed(&[compression::NONE]),
-            ..Preferred::default()
-        },
+        preferred: tuning::ssh_preferred(),
         window_size: tuning::SSH_WINDOW_SIZE,
         maximum_packet_size: tuning::SSH_MAX_PACKET_SIZE,
         keepalive_interval: Some(tuning::SSH_KEEPALIVE_INTERVAL),

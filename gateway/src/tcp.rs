@@ -6,7 +6,7 @@
 //! one becomes one data stream, spliced both ways with half-close preserved, `TCP_NODELAY` and
 //! keepalive on, and no idle timeout (pooled database connections idle for hours).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,9 +204,4 @@ async fn relay(
         Ok((up, down)) => tracing::debug!(up, down, "TCP connection closed"),
         Err(e) => tracing::debug!(error = %e, "TCP connection ended with an error"),
     }
-}
-
-/// Whether `ip` may connect (helper for snapshots).
-pub fn ip_allowed(list: &[crate::cidr::Cidr], ip: IpAddr) -> bool {
-    crate::cidr::allowed(list, ip)
 }

@@ -3,7 +3,10 @@
 //! The SSH figures follow DESIGN.md's measurements (AES-256-GCM first, large window). russh logs
 //! an error for packets above 65,535 bytes, so the packet size stays at that ceiling.
 
+use std::borrow::Cow;
 use std::time::Duration;
+
+use russh::{cipher, compression, Preferred};
 
 /// SSH channel window: large, so one bulk stream is not throttled by window updates.
 pub const SSH_WINDOW_SIZE: u32 = 16 * 1024 * 1024;
@@ -29,3 +32,18 @@ pub const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Buffer size for each direction of a spliced stream.
 pub const SPLICE_BUFFER: usize = 64 * 1024;
+
+/// Algorithm preferences both sides use: AES-256-GCM first (fastest here with AES-NI), and no
+/// compression at all (zlib bombs; russh is also built without it).
+pub fn ssh_preferred() -> Preferred {
+    Preferred {
+        cipher: Cow::Borrowed(&[
+            cipher::AES_256_GCM,
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_128_GCM,
+            cipher::AES_256_CTR,
+        ]),
+        compression: Cow::Borrowed(&[compression::NONE]),
+        ..Preferred::default()
+    }
+}

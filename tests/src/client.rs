@@ -117,8 +117,3 @@ async fn collect(resp: http::Response<hyper::body::Incoming>) -> Reply {
         version,
     }
 }
-
-/// A request builder with the given key header already set.
-pub fn get(uri: &str) -> http::request::Builder {
-    Request::get(uri)
-}

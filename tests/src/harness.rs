@@ -2,7 +2,6 @@
 //! sockets (`127.0.0.1:0`), with a temporary directory for store, keys and configs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -351,9 +350,4 @@ pub fn routed(
         .header("g2c-key", key)
         .body(Full::new(body.into()))
         .unwrap()
-}
-
-/// Path of a file inside the gateway's temp dir.
-pub fn in_dir(gw: &TestGateway, name: &str) -> PathBuf {
-    gw.dir.path().join(name)
 }

@@ -4,7 +4,6 @@
 
 mod tunnel;
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use g2c_proto::{sshkeys, tuning};
 use russh::keys::PrivateKey;
 use russh::server::{Auth, Msg, Session};
-use russh::{cipher, compression, Channel, MethodKind, MethodSet, Preferred};
+use russh::{Channel, MethodKind, MethodSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,16 +22,6 @@ use crate::Shared;
 /// SSH server configuration: tuned window and packets, AES-256-GCM first, no compression,
 /// keepalive so a dead agent is noticed within ~15 s.
 pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
-    let preferred = Preferred {
-        cipher: Cow::Borrowed(&[
-            cipher::AES_256_GCM,
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_128_GCM,
-            cipher::AES_256_CTR,
-        ]),
-        compression: Cow::Borrowed(&[compression::NONE]),
-        ..Preferred::default()
-    };
     russh::server::Config {
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_millis(300),
@@ -40,7 +29,7 @@ pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
         keys: vec![host_key],
         window_size: tuning::SSH_WINDOW_SIZE,
         maximum_packet_size: tuning::SSH_MAX_PACKET_SIZE,
-        preferred,
+        preferred: tuning::ssh_preferred(),
         max_auth_attempts: 3,
         inactivity_timeout: None,
         keepalive_interval: Some(tuning::SSH_KEEPALIVE_INTERVAL),
