@@ -12,6 +12,7 @@ use g2c_tests::procs::{register_agent, start_agent, GatewayProc};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -197,4 +198,62 @@ async fn cli_json_output_is_scriptable() {
     let show: serde_json::Value =
         serde_json::from_str(&gw.cli(&["--json", "registration", "show", &id]).await).unwrap();
     assert!(show["revoked_at"].is_number());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_is_backpressured_not_buffered() {
+    // The app can send 64 MiB at once; the caller reads slowly. Flow control (TCP, SSH window,
+    // yamux window) must hold the data back at the app instead of piling it up in the gateway
+    // or the agent.
+    let app = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(dir.path(), None).await;
+    let (id, config) = register_agent(&gw, dir.path(), &[&format!("web={}", app.addr)]).await;
+    let agent = start_agent(&config, dir.path().join("agent.log"));
+    gw.wait_connected(&id, Duration::from_secs(15)).await;
+    let key = gw.cli(&["key", "create", "--registration", &id]).await;
+    let size = 48 * MIB;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addrs.http.unwrap())
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /r/{id}/bytes/{size} HTTP/1.1\r\nHost: gw\r\nG2C-Key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut got = 0u64;
+    let mut peak = (0, 0);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        // 16 KiB per millisecond at most: far slower than the tunnel delivers.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if got < size / 2 {
+            peak = (gw.proc.peak_rss_kib(), agent.peak_rss_kib());
+        }
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the reader really was slow"
+    );
+    assert!(got > size, "the whole response (headers and body) arrived");
+    eprintln!(
+        "slow reader: peak RSS gateway {} MiB, agent {} MiB",
+        peak.0 / 1024,
+        peak.1 / 1024
+    );
+    assert!(
+        peak.0 < 40 * 1024,
+        "gateway buffered the stream: {} KiB",
+        peak.0
+    );
+    assert!(
+        peak.1 < 40 * 1024,
+        "agent buffered the stream: {} KiB",
+        peak.1
+    );
 }
