@@ -17,12 +17,15 @@ async fn a_second_session_replaces_the_first_immediately() {
     let cfg = gw.register(&[("web", ServiceKind::Http, app.addr)]).await;
     let mut first = TestAgent::start_connected(cfg.clone()).await;
     let key = gw.key(first.id()).await;
+    let drops_before = first.status.snapshot().reconnects;
     let second = TestAgent::start_connected(cfg).await;
     let replaced = Instant::now();
+    // Count the first session's drop (monotonic) rather than sample `connected`: the first agent
+    // reconnects by itself within tens of milliseconds and would in turn replace the second.
     let s = first.status.clone();
     wait_until(Duration::from_secs(1), "first session closed", || {
-        let c = s.snapshot().connected;
-        async move { !c }
+        let r = s.snapshot().reconnects;
+        async move { r > drops_before }
     })
     .await;
     eprintln!(
