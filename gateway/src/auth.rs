@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::cidr::Cidr;
-use crate::store::{hash_secret, ApiKeyInfo, Registration, Store, StoreResult};
+use crate::store::{digest_secret, ApiKeyInfo, Registration, Store, StoreResult};
 
 /// How often the store's version is polled.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
@@ -22,21 +22,23 @@ pub struct AuthSnapshot {
     pub version: i64,
     /// Live registrations by id.
     pub registrations: HashMap<String, Registration>,
-    keys_by_hash: HashMap<String, ApiKeyInfo>,
-    tcp_allow: HashMap<(String, String), Vec<Cidr>>,
+    keys_by_digest: HashMap<[u8; 32], ApiKeyInfo>,
+    /// Allowlists by registration, then service.
+    tcp_allow: HashMap<String, HashMap<String, Vec<Cidr>>>,
 }
 
 impl AuthSnapshot {
     /// Whether `ip` may connect to a registration's TCP service (fail closed).
     pub fn tcp_allowed(&self, registration: &str, service: &str, ip: IpAddr) -> bool {
         self.tcp_allow
-            .get(&(registration.to_owned(), service.to_owned()))
+            .get(registration)
+            .and_then(|services| services.get(service))
             .is_some_and(|list| crate::cidr::allowed(list, ip))
     }
 
     /// The live key matching this plaintext secret, if any.
     pub fn key(&self, secret: &str) -> Option<&ApiKeyInfo> {
-        self.keys_by_hash.get(&hash_secret(secret))
+        self.keys_by_digest.get(&digest_secret(secret))
     }
 }
 
@@ -73,15 +75,21 @@ impl AuthCache {
                 .into_iter()
                 .map(|r| (r.id.clone(), r))
                 .collect(),
-            keys_by_hash: data.keys.into_iter().collect(),
-            tcp_allow: data
-                .tcp
+            keys_by_digest: data
+                .keys
                 .into_iter()
-                .map(|t| {
-                    let cidrs = t.allow.iter().filter_map(|c| c.parse().ok()).collect();
-                    ((t.registration_id, t.service), cidrs)
+                .filter_map(|(hash, key)| {
+                    let digest: [u8; 32] = hex::decode(&hash).ok()?.try_into().ok()?;
+                    Some((digest, key))
                 })
                 .collect(),
+            tcp_allow: data.tcp.into_iter().fold(HashMap::new(), |mut acc, t| {
+                let cidrs = t.allow.iter().filter_map(|c| c.parse().ok()).collect();
+                acc.entry(t.registration_id)
+                    .or_insert_with(HashMap::new)
+                    .insert(t.service, cidrs);
+                acc
+            }),
         });
         *self.current.write().expect("auth lock poisoned") = snap.clone();
         Ok(snap)

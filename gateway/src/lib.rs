@@ -5,6 +5,7 @@
 //! callers, the backchannel for registration, and the admin API.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod auth;
 pub mod backchannel;
@@ -290,7 +291,16 @@ async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "store poll failed"),
+            Err(e) => {
+                // A stale snapshot may lack a registration made a moment ago: close nothing
+                // on its word.
+                tracing::warn!(error = %e, "store poll failed");
+                shared
+                    .metrics
+                    .agents_connected
+                    .set(shared.registry.len() as i64);
+                continue;
+            }
         }
         let snap = shared.auth.snapshot();
         shared

@@ -136,18 +136,7 @@ async fn accept_loop(
     service: String,
     stop: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
+    while let Some((tcp, peer)) = crate::accept::next(&listener, &stop, "tcp").await {
         if !shared
             .auth
             .snapshot()

@@ -264,3 +264,45 @@ pub fn start_agent(config: &Path, log: PathBuf) -> Proc {
         log,
     )
 }
+
+/// A whole stack as processes: the gateway binary, one agent binary registered with the real
+/// `g2c-agent register` in front of an HTTP app, connected, and an API key for it.
+pub struct ProcStack {
+    /// Holds every file (store, keys, configs, logs).
+    pub dir: tempfile::TempDir,
+    /// The gateway.
+    pub gw: GatewayProc,
+    /// The agent.
+    pub agent: Proc,
+    /// The agent's config file.
+    pub agent_config: PathBuf,
+    /// Registration ID.
+    pub id: String,
+    /// API key for the registration.
+    pub key: String,
+}
+
+impl ProcStack {
+    /// Start everything with `app` as the agent's `web` service and wait until it is connected.
+    pub async fn start(app: std::net::SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = GatewayProc::start(dir.path(), None).await;
+        let (id, agent_config) = register_agent(&gw, dir.path(), &[&format!("web={app}")]).await;
+        let agent = start_agent(&agent_config, dir.path().join("agent.log"));
+        gw.wait_connected(&id, Duration::from_secs(15)).await;
+        let key = gw.cli(&["key", "create", "--registration", &id]).await;
+        Self {
+            dir,
+            gw,
+            agent,
+            agent_config,
+            id,
+            key,
+        }
+    }
+
+    /// The gateway's plain-HTTP front door.
+    pub fn http(&self) -> std::net::SocketAddr {
+        self.gw.addrs.http.unwrap()
+    }
+}

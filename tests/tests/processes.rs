@@ -8,7 +8,7 @@ use g2c_tests::backend::{checksum, Backend, CHECKSUM_INIT};
 use g2c_tests::client::send;
 use g2c_tests::harness::routed;
 use g2c_tests::pattern_byte;
-use g2c_tests::procs::{register_agent, start_agent, GatewayProc};
+use g2c_tests::procs::{register_agent, GatewayProc, ProcStack};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -19,12 +19,14 @@ const MIB: u64 = 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_restart_agent_reconnects_by_itself() {
     let app = Backend::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut gw = GatewayProc::start(dir.path(), None).await;
-    let (id, config) = register_agent(&gw, dir.path(), &[&format!("web={}", app.addr)]).await;
-    let mut agent = start_agent(&config, dir.path().join("agent.log"));
-    gw.wait_connected(&id, Duration::from_secs(15)).await;
-    let key = gw.cli(&["key", "create", "--registration", &id]).await;
+    let ProcStack {
+        dir,
+        mut gw,
+        mut agent,
+        id,
+        key,
+        ..
+    } = ProcStack::start(app.addr).await;
     let http = gw.addrs.http.unwrap();
     assert_eq!(
         send(http, routed(Method::GET, &id, "/", &key, ""))
@@ -65,12 +67,9 @@ async fn gateway_restart_agent_reconnects_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
     let app = Backend::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = GatewayProc::start(dir.path(), None).await;
-    let (id, config) = register_agent(&gw, dir.path(), &[&format!("web={}", app.addr)]).await;
-    let agent = start_agent(&config, dir.path().join("agent.log"));
-    gw.wait_connected(&id, Duration::from_secs(15)).await;
-    let key = gw.cli(&["key", "create", "--registration", &id]).await;
+    let ProcStack {
+        gw, agent, id, key, ..
+    } = ProcStack::start(app.addr).await;
     let http = gw.addrs.http.unwrap();
 
     // 1 GiB download, checked byte by byte as it streams.
@@ -202,16 +201,13 @@ async fn cli_json_output_is_scriptable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_is_backpressured_not_buffered() {
-    // The app can send 64 MiB at once; the caller reads slowly. Flow control (TCP, SSH window,
+    // The app can send 48 MiB at once; the caller reads slowly. Flow control (TCP, SSH window,
     // yamux window) must hold the data back at the app instead of piling it up in the gateway
     // or the agent.
     let app = Backend::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = GatewayProc::start(dir.path(), None).await;
-    let (id, config) = register_agent(&gw, dir.path(), &[&format!("web={}", app.addr)]).await;
-    let agent = start_agent(&config, dir.path().join("agent.log"));
-    gw.wait_connected(&id, Duration::from_secs(15)).await;
-    let key = gw.cli(&["key", "create", "--registration", &id]).await;
+    let ProcStack {
+        gw, agent, id, key, ..
+    } = ProcStack::start(app.addr).await;
     let size = 48 * MIB;
     let mut tcp = tokio::net::TcpStream::connect(gw.addrs.http.unwrap())
         .await

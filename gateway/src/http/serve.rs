@@ -60,18 +60,7 @@ pub async fn serve<H, F>(
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     tracing::info!(listener = opts.name, addr = ?local, tls = opts.tls.is_some(), "listening");
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(listener = opts.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
+    while let Some((tcp, peer)) = crate::accept::next(&listener, &shutdown, opts.name).await {
         let _ = tcp.set_nodelay(true);
         let watcher = graceful.watcher();
         let builder = builder.clone();

@@ -43,18 +43,7 @@ pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let config = Arc::new(server_config(shared.host_key.clone()));
     tracing::info!(listener = "ssh", addr = ?listener.local_addr().ok(), "listening");
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ssh accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
+    while let Some((tcp, peer)) = crate::accept::next(&listener, &shutdown, "ssh").await {
         let _ = tcp.set_nodelay(true);
         let handler = TunnelHandler {
             shared: shared.clone(),

@@ -200,10 +200,15 @@ pub trait Store: Send + Sync + 'static {
     fn auth_data(&self) -> BoxFuture<'_, StoreResult<AuthData>>;
 }
 
+/// SHA-256 of a secret: what the request path looks keys up by (no allocation).
+pub fn digest_secret(secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
 /// SHA-256 hex digest of a secret, as stored.
 pub fn hash_secret(secret: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    hex::encode(digest_secret(secret))
 }
 
 /// Current Unix time in seconds.
