@@ -23,6 +23,8 @@ command -v python3 >/dev/null || apt_install python3
 # A real MariaDB (server + CLI client) for the TCP-service tests; the harness starts its own
 # mariadbd on a free loopback port, never the system service.
 apt_install mariadb-server mariadb-client
+# promtool (Debian's `prometheus` package) checks the /metrics exposition and the alert rules.
+apt_install prometheus
 command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 

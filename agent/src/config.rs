@@ -82,6 +82,18 @@ pub struct ServiceConfig {
     pub kind: ServiceKind,
     /// `host:port` the agent connects to (this machine or another host on its network).
     pub local: String,
+    /// Probe the service with a TCP connect every heartbeat and report its health to the
+    /// gateway. Default: on for `http` services, off for `tcp` ones, because database servers
+    /// count bare connects as failed handshakes (MySQL's `max_connect_errors` blocks the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<bool>,
+}
+
+impl ServiceConfig {
+    /// Whether this service is probed (the explicit setting, else the kind's default).
+    pub fn probed(&self) -> bool {
+        self.health_check.unwrap_or(self.kind == ServiceKind::Http)
+    }
 }
 
 fn default_kind() -> ServiceKind {

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod health;
 pub mod register;
 pub mod splice;
 pub mod status;

@@ -79,6 +79,7 @@ fn parse_service(spec: &str, kind: ServiceKind) -> Result<ServiceConfig> {
         name: name.to_owned(),
         kind,
         local: local.to_owned(),
+        health_check: None,
     })
 }
 

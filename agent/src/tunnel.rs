@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::{self, Mode, Mux};
-use g2c_proto::{sshkeys, tuning, ControlMessage, ServiceDecl, PROTOCOL_VERSION};
+use g2c_proto::{sshkeys, tuning, AgentReport, ControlMessage, ServiceDecl, PROTOCOL_VERSION};
 use russh::client::{self, Msg};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::Channel;
@@ -283,6 +283,13 @@ async fn session(
         });
     }
 
+    // Health probes run on their own task (a slow local service must not hold up streams);
+    // each round is reported to the gateway as soon as it is done.
+    let (health_tx, mut health_rx) = mpsc::channel(1);
+    let prober = tokio::spawn(
+        crate::health::probe_loop(services.clone(), heartbeat, health_tx)
+            .instrument(tracing::debug_span!("health")),
+    );
     let mut streams = JoinSet::new();
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -299,6 +306,16 @@ async fn session(
                 None => break Ok(()),
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(health) = health_rx.recv() => {
+                let report = AgentReport {
+                    reconnects: status.snapshot().reconnects,
+                    active_streams: streams.len() as u32,
+                    services: health,
+                };
+                if write_frame(&mut write, &ControlMessage::Report { report }).await.is_err() {
+                    break Ok(());
+                }
+            }
             _ = tick.tick() => {
                 if seq > 0 && seq.saturating_sub(last_ack.load(Ordering::SeqCst)) >= 3 {
                     break Err(TunnelError::Timeout("waiting for heartbeat answers"));
@@ -329,6 +346,7 @@ async fn session(
             }
         }
     };
+    prober.abort();
     streams.abort_all();
     mux.close();
     let _ = handle

@@ -36,6 +36,11 @@ impl AuthSnapshot {
             .is_some_and(|list| crate::cidr::allowed(list, ip))
     }
 
+    /// IDs of the live API keys.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys_by_digest.values().map(|k| k.id.as_str())
+    }
+
     /// The live key matching this plaintext secret, if any.
     pub fn key(&self, secret: &str) -> Option<&ApiKeyInfo> {
         self.keys_by_digest.get(&digest_secret(secret))
@@ -46,6 +51,9 @@ impl AuthSnapshot {
 pub struct AuthCache {
     store: Arc<dyn Store>,
     current: RwLock<Arc<AuthSnapshot>>,
+    /// Serialises reloads: two overlapping reloads could otherwise finish out of order and
+    /// install the older data last (a key created a moment ago would then be refused).
+    reload: tokio::sync::Mutex<()>,
 }
 
 impl AuthCache {
@@ -54,6 +62,7 @@ impl AuthCache {
         let cache = Self {
             store,
             current: RwLock::new(Arc::default()),
+            reload: tokio::sync::Mutex::new(()),
         };
         cache.refresh().await?;
         Ok(cache)
@@ -66,6 +75,11 @@ impl AuthCache {
 
     /// Reload unconditionally.
     pub async fn refresh(&self) -> StoreResult<Arc<AuthSnapshot>> {
+        let _one_at_a_time = self.reload.lock().await;
+        self.reload_locked().await
+    }
+
+    async fn reload_locked(&self) -> StoreResult<Arc<AuthSnapshot>> {
         let version = self.store.version().await?;
         let data = self.store.auth_data().await?;
         let snap = Arc::new(AuthSnapshot {
@@ -114,10 +128,11 @@ impl AuthCache {
 
     /// Reload if the store changed; returns the new snapshot when it did.
     pub async fn refresh_if_changed(&self) -> StoreResult<Option<Arc<AuthSnapshot>>> {
+        let _one_at_a_time = self.reload.lock().await;
         let version = self.store.version().await?;
         if version == self.snapshot().version {
             return Ok(None);
         }
-        self.refresh().await.map(Some)
+        self.reload_locked().await.map(Some)
     }
 }

@@ -60,6 +60,33 @@ pub struct GatewayConfig {
     pub tcp: TcpConfig,
     /// Timeouts and limits.
     pub limits: LimitsConfig,
+    /// Request audit log.
+    pub audit: AuditConfig,
+}
+
+/// Where the audit log goes: a size-rotated file and/or stdout (neither: off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Write one JSON line per request to stdout.
+    pub stdout: bool,
+    /// Write them to this file, rotated by size.
+    pub file: Option<PathBuf>,
+    /// Rotate the file once it would pass this many bytes.
+    pub max_bytes: u64,
+    /// Files kept, the live one included.
+    pub max_files: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            stdout: false,
+            file: None,
+            max_bytes: 100 * 1024 * 1024,
+            max_files: 10,
+        }
+    }
 }
 
 /// Public TCP port settings.
@@ -148,6 +175,9 @@ pub struct LimitsConfig {
     pub port_range_end: u16,
     /// Idle keep-alive connections kept per agent.
     pub upstream_pool_idle_per_agent: usize,
+    /// Seconds between agent heartbeats (and health reports); an agent silent for three
+    /// intervals is disconnected.
+    pub heartbeat_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -166,6 +196,7 @@ impl Default for GatewayConfig {
             },
             tcp: TcpConfig::default(),
             limits: LimitsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -208,6 +239,7 @@ impl Default for LimitsConfig {
             port_range_start: 11000,
             port_range_end: 11999,
             upstream_pool_idle_per_agent: 32,
+            heartbeat_secs: 10,
         }
     }
 }
@@ -216,6 +248,11 @@ impl LimitsConfig {
     /// Upstream timeout as a duration.
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_secs(self.upstream_timeout_secs)
+    }
+
+    /// Heartbeat interval as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
     }
 }
 
@@ -261,6 +298,9 @@ impl GatewayConfig {
         if let Some(k) = &mut self.backchannel.key {
             fix(k);
         }
+        if let Some(f) = &mut self.audit.file {
+            fix(f);
+        }
     }
 
     /// Check values that parse but cannot work.
@@ -298,6 +338,15 @@ impl GatewayConfig {
         }
         if l.header_read_timeout_secs == 0 {
             return invalid("limits.header_read_timeout_secs", "must be at least 1");
+        }
+        if !(1..=300).contains(&l.heartbeat_secs) {
+            return invalid("limits.heartbeat_secs", "must be between 1 and 300");
+        }
+        if self.audit.max_bytes < 4096 {
+            return invalid("audit.max_bytes", "must be at least 4096");
+        }
+        if self.audit.max_files == 0 {
+            return invalid("audit.max_files", "must be at least 1");
         }
         if self.ssh.public_host.is_empty() {
             return invalid("ssh.public_host", "must name the host agents dial");

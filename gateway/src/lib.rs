@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod backchannel;
 pub mod cidr;
@@ -16,6 +17,7 @@ pub mod hostkey;
 pub mod http;
 pub mod metrics;
 pub mod registry;
+pub mod rotate;
 pub mod ssh;
 pub mod store;
 pub mod tcp;
@@ -58,6 +60,9 @@ pub enum GatewayError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The audit log file could not be opened.
+    #[error("cannot open the audit log: {0}")]
+    Audit(std::io::Error),
     /// The configuration does not match the listeners given.
     #[error("{0}")]
     Listeners(&'static str),
@@ -156,6 +161,8 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Open public TCP ports.
     pub tcp: tcp::TcpPorts,
+    /// Request audit log.
+    pub audit: audit::AuditLog,
 }
 
 /// Run the gateway until `shutdown` fires.
@@ -193,8 +200,14 @@ pub async fn run(
             .map(|a| a.port())
             .unwrap_or(config.ssh.listen.port()),
     };
-    let client =
-        http::upstream::client(registry.clone(), config.limits.upstream_pool_idle_per_agent);
+    let metrics = metrics::Metrics::new();
+    let audit = audit::AuditLog::start(&config.audit, metrics.audit_dropped.clone())
+        .map_err(GatewayError::Audit)?;
+    let client = http::upstream::client(
+        registry.clone(),
+        config.limits.upstream_pool_idle_per_agent,
+        metrics.clone(),
+    );
     let shared = Arc::new(Shared {
         config,
         store,
@@ -205,8 +218,9 @@ pub async fn run(
         ssh_public_port,
         client,
         ready: AtomicBool::new(true),
-        metrics: metrics::Metrics::new(),
+        metrics,
         tcp: tcp::TcpPorts::default(),
+        audit,
     });
 
     let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
@@ -270,12 +284,15 @@ pub async fn run(
     let _ = refresher.await;
     admin_stop.cancel();
     let _ = admin.await;
+    shared.audit.flush(Duration::from_secs(5));
     tracing::info!("gateway stopped");
     Ok(())
 }
 
-/// Poll the store for changes; close tunnels of revoked registrations; keep gauges current.
+/// Poll the store for changes; close tunnels of revoked registrations; count registration and
+/// key events (made here, by the CLI or by another node); keep gauges current.
 async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut seen = shared.auth.snapshot();
     let mut tick = tokio::time::interval(auth::REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -303,6 +320,10 @@ async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         let snap = shared.auth.snapshot();
+        if snap.version != seen.version {
+            count_events(&shared.metrics, &seen, &snap);
+            seen = snap.clone();
+        }
         shared
             .registry
             .close_unless(|id| snap.registrations.contains_key(id));
@@ -311,4 +332,29 @@ async fn refresh_loop(shared: Arc<Shared>, stop: CancellationToken) {
             .agents_connected
             .set(shared.registry.len() as i64);
     }
+}
+
+/// Count registrations and keys that appeared or disappeared between two snapshots.
+fn count_events(m: &metrics::Metrics, old: &auth::AuthSnapshot, new: &auth::AuthSnapshot) {
+    use std::collections::HashSet;
+    fn diff<'a>(counter: &prometheus::IntCounterVec, old: HashSet<&'a str>, new: HashSet<&'a str>) {
+        let created = new.difference(&old).count() as u64;
+        let revoked = old.difference(&new).count() as u64;
+        if created > 0 {
+            counter.with_label_values(&["created"]).inc_by(created);
+        }
+        if revoked > 0 {
+            counter.with_label_values(&["revoked"]).inc_by(revoked);
+        }
+    }
+    diff(
+        &m.registration_events,
+        old.registrations.keys().map(String::as_str).collect(),
+        new.registrations.keys().map(String::as_str).collect(),
+    );
+    diff(
+        &m.key_events,
+        old.key_ids().collect(),
+        new.key_ids().collect(),
+    );
 }

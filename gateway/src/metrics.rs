@@ -1,47 +1,253 @@
 //! Prometheus metrics of the gateway (names prefixed `g2c_`), on a registry of its own so tests
 //! can run several gateways in one process.
+//!
+//! Label cardinality is bounded: a `registration` label only ever carries the ID of a
+//! registration that exists in the store (callers naming unknown ones are counted under `""`),
+//! codes and reasons come from fixed sets, and no URL path is ever a label. The figures an agent
+//! reports over its control stream (`g2c_agent_*`) are relayed here, so one scrape of the
+//! gateway covers every agent, including those behind NAT.
 
-use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use std::time::Duration;
 
-/// The gateway's metric families.
+use g2c_proto::AgentReport;
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The gateway's metric families. Cheap to clone (every handle is shared).
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     /// Agents with a live tunnel.
     pub agents_connected: IntGauge,
-    /// Public TCP connections accepted (source allowed).
-    pub tcp_accepted: IntCounter,
-    /// Public TCP connections refused (source outside the allowlist).
-    pub tcp_refused: IntCounter,
+    /// 1 while a registration's agent is connected, 0 after it left (kept so alerts can fire).
+    pub agent_connected: IntGaugeVec,
+    /// Tunnel sessions that completed the control handshake, by registration.
+    pub sessions_opened: IntCounterVec,
+    /// Sessions closed because a newer session of the same registration came up.
+    pub sessions_replaced: IntCounterVec,
+    /// Refused SSH authentications, by reason.
+    pub ssh_auth_failures: IntCounterVec,
+    /// Front-door requests by registration and status class (`2xx` .. `5xx`).
+    pub http_requests: IntCounterVec,
+    /// Front-door requests answered with a gateway error code, by registration and code.
+    pub http_errors: IntCounterVec,
+    /// Front-door request duration (until the last response byte), by registration.
+    pub http_duration: HistogramVec,
+    /// Payload bytes by registration, protocol (`http`/`tcp`) and direction (`in` = caller to
+    /// app, `out` = app to caller).
+    pub bytes: IntCounterVec,
+    /// Tunnel data streams open now (pooled HTTP connections and TCP connections).
+    pub active_streams: IntGaugeVec,
+    /// Public TCP connections accepted (source allowed), by registration and service.
+    pub tcp_accepted: IntCounterVec,
+    /// Public TCP connections refused by the source allowlist.
+    pub tcp_refused: IntCounterVec,
+    /// Public TCP connections open now.
+    pub tcp_active: IntGaugeVec,
+    /// Registrations created / revoked, as seen in the store.
+    pub registration_events: IntCounterVec,
+    /// API keys created / revoked, as seen in the store.
+    pub key_events: IntCounterVec,
+    /// Audit lines lost because the writer fell behind.
+    pub audit_dropped: IntCounter,
+    /// Agent-reported: 1, labelled with the agent's software version.
+    pub agent_info: IntGaugeVec,
+    /// Agent-reported: tunnel reconnects since the agent started.
+    pub agent_reconnects: IntGaugeVec,
+    /// Agent-reported: streams open on the agent.
+    pub agent_streams: IntGaugeVec,
+    /// Agent-reported: 1 if the local service answered the agent's probe.
+    pub agent_service_up: IntGaugeVec,
+    /// Agent-reported: how long the probe took.
+    pub agent_service_probe: GaugeVec,
+    /// Unix time of the agent's last heartbeat.
+    pub agent_last_heartbeat: IntGaugeVec,
 }
 
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("unique metric");
+    m
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+const REG: &[&str] = &["registration"];
+const REG_SERVICE: &[&str] = &["registration", "service"];
+
 impl Metrics {
-    /// Register all families.
+    /// Register all families (and, on Linux, the process collector).
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let agents_connected = IntGauge::new("g2c_agents_connected", "Agents with a live tunnel")
-            .expect("valid metric");
-        let tcp_accepted = IntCounter::new(
-            "g2c_tcp_connections_accepted_total",
-            "Public TCP connections accepted",
-        )
-        .expect("valid metric");
-        let tcp_refused = IntCounter::new(
-            "g2c_tcp_connections_refused_total",
-            "Public TCP connections refused by the source allowlist",
-        )
-        .expect("valid metric");
-        for m in [
-            Box::new(agents_connected.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(tcp_accepted.clone()),
-            Box::new(tcp_refused.clone()),
-        ] {
-            registry.register(m).expect("unique metric");
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let _ = r.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
         }
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "g2c_http_request_duration_seconds",
+                "Front-door request duration until the last response byte",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
+            ]),
+            REG,
+        )
+        .expect("valid metric");
+        let probe = GaugeVec::new(
+            Opts::new(
+                "g2c_agent_service_probe_seconds",
+                "Agent-reported: duration of the agent's last probe of a local service",
+            ),
+            REG_SERVICE,
+        )
+        .expect("valid metric");
         Self {
-            registry,
-            agents_connected,
-            tcp_accepted,
-            tcp_refused,
+            agents_connected: register(
+                &r,
+                IntGauge::new("g2c_agents_connected", "Agents with a live tunnel")
+                    .expect("valid metric"),
+            ),
+            agent_connected: gauge(
+                &r,
+                "g2c_agent_connected",
+                "1 while the registration's agent is connected, 0 once it left",
+                REG,
+            ),
+            sessions_opened: counter(
+                &r,
+                "g2c_tunnel_sessions_opened_total",
+                "Agent tunnel sessions that completed the control handshake",
+                REG,
+            ),
+            sessions_replaced: counter(
+                &r,
+                "g2c_tunnel_sessions_replaced_total",
+                "Tunnel sessions closed because a newer one of the same registration came up",
+                REG,
+            ),
+            ssh_auth_failures: counter(
+                &r,
+                "g2c_ssh_auth_failures_total",
+                "Refused SSH authentications by reason",
+                &["reason"],
+            ),
+            http_requests: counter(
+                &r,
+                "g2c_http_requests_total",
+                "Front-door requests by registration and status class",
+                &["registration", "status_class"],
+            ),
+            http_errors: counter(
+                &r,
+                "g2c_http_errors_total",
+                "Front-door requests answered with a gateway error, by code",
+                &["registration", "code"],
+            ),
+            http_duration: register(&r, duration),
+            bytes: counter(
+                &r,
+                "g2c_bytes_total",
+                "Payload bytes through the gateway (in: caller to app, out: app to caller)",
+                &["registration", "protocol", "direction"],
+            ),
+            active_streams: gauge(
+                &r,
+                "g2c_active_streams",
+                "Tunnel data streams open now (pooled HTTP connections and TCP connections)",
+                REG,
+            ),
+            tcp_accepted: counter(
+                &r,
+                "g2c_tcp_connections_accepted_total",
+                "Public TCP connections accepted",
+                REG_SERVICE,
+            ),
+            tcp_refused: counter(
+                &r,
+                "g2c_tcp_connections_refused_total",
+                "Public TCP connections refused by the source allowlist",
+                REG_SERVICE,
+            ),
+            tcp_active: gauge(
+                &r,
+                "g2c_tcp_connections_active",
+                "Public TCP connections open now",
+                REG_SERVICE,
+            ),
+            registration_events: counter(
+                &r,
+                "g2c_registration_events_total",
+                "Registrations created or revoked",
+                &["event"],
+            ),
+            key_events: counter(
+                &r,
+                "g2c_api_key_events_total",
+                "API keys created or revoked",
+                &["event"],
+            ),
+            audit_dropped: register(
+                &r,
+                IntCounter::new(
+                    "g2c_audit_lines_dropped_total",
+                    "Audit lines lost because the writer fell behind",
+                )
+                .expect("valid metric"),
+            ),
+            agent_info: gauge(
+                &r,
+                "g2c_agent_info",
+                "Agent-reported: 1, labelled with the agent's version",
+                &["registration", "version"],
+            ),
+            agent_reconnects: gauge(
+                &r,
+                "g2c_agent_reconnects",
+                "Agent-reported: tunnel reconnects since the agent started",
+                REG,
+            ),
+            agent_streams: gauge(
+                &r,
+                "g2c_agent_active_streams",
+                "Agent-reported: data streams open on the agent",
+                REG,
+            ),
+            agent_service_up: gauge(
+                &r,
+                "g2c_agent_service_up",
+                "Agent-reported: 1 if the local service answered the agent's probe",
+                REG_SERVICE,
+            ),
+            agent_service_probe: register(&r, probe),
+            agent_last_heartbeat: gauge(
+                &r,
+                "g2c_agent_last_heartbeat_timestamp_seconds",
+                "Unix time of the agent's last heartbeat",
+                REG,
+            ),
+            registry: r,
         }
     }
 
@@ -51,10 +257,125 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+
+    /// Count one finished front-door request.
+    pub fn observe_request(
+        &self,
+        registration: &str,
+        status: u16,
+        code: Option<&str>,
+        duration: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        self.http_requests
+            .with_label_values(&[registration, status_class(status)])
+            .inc();
+        if let Some(code) = code {
+            self.http_errors
+                .with_label_values(&[registration, code])
+                .inc();
+        }
+        self.http_duration
+            .with_label_values(&[registration])
+            .observe(duration.as_secs_f64());
+        self.add_bytes(registration, "http", bytes_in, bytes_out);
+    }
+
+    /// Add payload bytes for a registration.
+    pub fn add_bytes(&self, registration: &str, protocol: &str, bytes_in: u64, bytes_out: u64) {
+        if bytes_in > 0 {
+            self.bytes
+                .with_label_values(&[registration, protocol, "in"])
+                .inc_by(bytes_in);
+        }
+        if bytes_out > 0 {
+            self.bytes
+                .with_label_values(&[registration, protocol, "out"])
+                .inc_by(bytes_out);
+        }
+    }
+
+    /// Record an agent's report; services it no longer reports lose their series.
+    pub fn agent_report(&self, registration: &str, report: &AgentReport) {
+        self.agent_reconnects
+            .with_label_values(&[registration])
+            .set(report.reconnects as i64);
+        self.agent_streams
+            .with_label_values(&[registration])
+            .set(i64::from(report.active_streams));
+        for s in &report.services {
+            self.agent_service_up
+                .with_label_values(&[registration, &s.name])
+                .set(i64::from(s.healthy));
+            self.agent_service_probe
+                .with_label_values(&[registration, &s.name])
+                .set(s.latency_us as f64 / 1e6);
+        }
+    }
+
+    /// An agent connected: publish its presence and version.
+    pub fn agent_up(&self, registration: &str, version: &str) {
+        self.agent_connected
+            .with_label_values(&[registration])
+            .set(1);
+        self.agent_info
+            .with_label_values(&[registration, version])
+            .set(1);
+    }
+
+    /// An agent left: `g2c_agent_connected` drops to 0; the figures it reported are removed
+    /// (they would be stale), keeping the series count bounded by live agents.
+    pub fn agent_down(&self, registration: &str, version: &str, services: &[String]) {
+        self.agent_connected
+            .with_label_values(&[registration])
+            .set(0);
+        let _ = self
+            .agent_info
+            .remove_label_values(&[registration, version]);
+        let _ = self.agent_reconnects.remove_label_values(&[registration]);
+        let _ = self.agent_streams.remove_label_values(&[registration]);
+        for s in services {
+            let _ = self
+                .agent_service_up
+                .remove_label_values(&[registration, s]);
+            let _ = self
+                .agent_service_probe
+                .remove_label_values(&[registration, s]);
+        }
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// `2xx`, `4xx`, ... for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Decrements a gauge when dropped: ties "open now" gauges to the lifetime of what they count.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    /// Increment `gauge` now, decrement it on drop.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

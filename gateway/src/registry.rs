@@ -29,6 +29,8 @@ pub struct AgentSession {
     pub connected_at: SystemTime,
     /// Requests in flight (response body not finished yet).
     pub inflight: Arc<AtomicUsize>,
+    /// Unix seconds of the agent's last heartbeat (0: none yet).
+    pub last_heartbeat: AtomicU64,
 }
 
 /// Counts one request in flight on a session until dropped.
@@ -86,13 +88,29 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Install `session`, closing any session it replaces.
-    pub fn insert(&self, session: Arc<AgentSession>) {
+    /// Install `session`, closing any session it replaces. Returns whether one was replaced.
+    pub fn insert(&self, session: Arc<AgentSession>) -> bool {
         let old = self
             .sessions
             .insert(session.registration_id.clone(), session);
-        if let Some(old) = old {
-            old.close("replaced by a new session");
+        match old {
+            Some(old) => {
+                old.close("replaced by a new session");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Close the live session of `registration` (admin "disconnect"); the agent will reconnect.
+    /// Returns whether there was one.
+    pub fn disconnect(&self, registration: &str) -> bool {
+        match self.sessions.remove(registration) {
+            Some((_, s)) => {
+                s.close("disconnected by an operator");
+                true
+            }
+            None => false,
         }
     }
 

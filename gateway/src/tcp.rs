@@ -7,18 +7,24 @@
 //! keepalive on, and no idle timeout (pooled database connections idle for hours).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::Mux;
 use g2c_proto::{tuning, Ack, ServiceKind, StreamHeader};
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::audit::{rfc3339, AuditRecord};
+use crate::metrics::GaugeGuard;
 use crate::registry::AgentSession;
 use crate::store::PortRange;
 use crate::Shared;
@@ -136,13 +142,15 @@ async fn accept_loop(
     service: String,
     stop: CancellationToken,
 ) {
+    let labels = [registration.as_str(), service.as_str()];
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     while let Some((tcp, peer)) = crate::accept::next(&listener, &stop, "tcp").await {
         if !shared
             .auth
             .snapshot()
             .tcp_allowed(&registration, &service, peer.ip())
         {
-            shared.metrics.tcp_refused.inc();
+            shared.metrics.tcp_refused.with_label_values(&labels).inc();
             tracing::info!(%peer, "TCP connection refused: source not in the allowlist");
             drop(tcp);
             continue;
@@ -151,23 +159,87 @@ async fn accept_loop(
             drop(tcp);
             continue;
         };
-        shared.metrics.tcp_accepted.inc();
+        shared.metrics.tcp_accepted.with_label_values(&labels).inc();
         let id = shared.tcp.next_conn.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", %peer, id);
-        tokio::spawn(relay(session, service.clone(), tcp, peer, id).instrument(span));
+        let conn = Conn {
+            shared: shared.clone(),
+            service: service.clone(),
+            peer,
+            port,
+            id,
+        };
+        tokio::spawn(conn.relay(session, tcp).instrument(span));
     }
 }
 
-async fn relay(
-    session: Arc<AgentSession>,
+/// One accepted public TCP connection.
+struct Conn {
+    shared: Arc<Shared>,
     service: String,
-    mut tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    id: u64,
+}
+
+impl Conn {
+    /// Splice the connection through a new data stream, then write its audit line.
+    async fn relay(self, session: Arc<AgentSession>, tcp: TcpStream) {
+        let started = Instant::now();
+        let reg = session.registration_id.as_str();
+        let m = &self.shared.metrics;
+        let _active = (
+            GaugeGuard::new(m.tcp_active.with_label_values(&[reg, &self.service])),
+            GaugeGuard::new(m.active_streams.with_label_values(&[reg])),
+        );
+        let counted = Counted {
+            inner: tcp,
+            read: m.bytes.with_label_values(&[reg, "tcp", "in"]),
+            written: m.bytes.with_label_values(&[reg, "tcp", "out"]),
+            n_read: 0,
+            n_written: 0,
+        };
+        let (result, up, down) = splice(&session, &self.service, counted, self.peer, self.id).await;
+        let error = match &result {
+            Ok(()) => None,
+            Err(code) => Some(*code),
+        };
+        if self.shared.audit.enabled() {
+            let request_id = format!("tcp-{}", self.id);
+            let caller = self.peer.to_string();
+            self.shared.audit.record(&AuditRecord {
+                time: rfc3339(SystemTime::now()),
+                kind: "tcp",
+                registration: Some(reg),
+                key_id: None,
+                caller,
+                method: None,
+                path: None,
+                service: Some(&self.service),
+                status: None,
+                bytes_in: up,
+                bytes_out: down,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                error,
+                request_id: &request_id,
+            });
+        }
+        tracing::debug!(port = self.port, up, down, ?error, "TCP connection closed");
+    }
+}
+
+/// Open a stream for `service`, then copy both ways. Returns the outcome (an error code when the
+/// agent or the local service refused) and the bytes copied up and down.
+async fn splice(
+    session: &AgentSession,
+    service: &str,
+    mut tcp: Counted<TcpStream>,
     peer: SocketAddr,
     id: u64,
-) {
-    tune_socket(&tcp);
+) -> (Result<(), &'static str>, u64, u64) {
+    tune_socket(&tcp.inner);
     let Ok(mut stream) = session.mux.open().await else {
-        return;
+        return (Err(g2c_proto::error_code::AGENT_OFFLINE), 0, 0);
     };
     let header = StreamHeader::new(service, format!("tcp-{id}"), peer.to_string());
     let ack = tokio::time::timeout(tuning::STREAM_ACK_TIMEOUT, async {
@@ -177,9 +249,14 @@ async fn relay(
     .await;
     match ack {
         Ok(Ok(Some(Ack::Ok))) => {}
+        Ok(Ok(Some(Ack::Error { .. }))) => {
+            tracing::info!(?ack, "agent refused the TCP stream");
+            return (Err(g2c_proto::error_code::LOCAL_SERVICE_UNAVAILABLE), 0, 0);
+        }
+        Err(_) => return (Err(g2c_proto::error_code::UPSTREAM_TIMEOUT), 0, 0),
         other => {
-            tracing::info!(?other, "agent refused the TCP stream");
-            return;
+            tracing::info!(?other, "TCP stream failed before the agent answered");
+            return (Err(g2c_proto::error_code::AGENT_OFFLINE), 0, 0);
         }
     }
     match tokio::io::copy_bidirectional_with_sizes(
@@ -190,7 +267,60 @@ async fn relay(
     )
     .await
     {
-        Ok((up, down)) => tracing::debug!(up, down, "TCP connection closed"),
-        Err(e) => tracing::debug!(error = %e, "TCP connection ended with an error"),
+        Ok((up, down)) => (Ok(()), up, down),
+        Err(e) => {
+            tracing::debug!(error = %e, "TCP connection ended with an error");
+            (Ok(()), tcp.n_read, tcp.n_written)
+        }
+    }
+}
+
+/// A socket that adds what it reads and writes to two counters as the bytes flow (a pooled
+/// database connection may live for days; its traffic must show before it closes).
+struct Counted<S> {
+    inner: S,
+    read: IntCounter,
+    written: IntCounter,
+    n_read: u64,
+    n_written: u64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.inc_by(n as u64);
+            self.n_read += n as u64;
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.written.inc_by(*n as u64);
+            self.n_written += *n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

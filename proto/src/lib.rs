@@ -16,7 +16,10 @@ pub mod sshkeys;
 pub mod tuning;
 
 pub use frame::{FrameError, MAX_FRAME_LEN};
-pub use messages::{Ack, AckCode, ControlMessage, ServiceDecl, ServiceKind, StreamHeader};
+pub use messages::{
+    Ack, AckCode, AgentReport, ControlMessage, ServiceDecl, ServiceHealth, ServiceKind,
+    StreamHeader,
+};
 
 /// Protocol version spoken by this build. Bumped on any incompatible change to a message; a peer
 /// that sends a different major version is refused with a clear error instead of misparsed.

@@ -72,6 +72,39 @@ pub enum ControlMessage {
         /// Human-readable reason, for logs.
         reason: String,
     },
+    /// Agent → gateway, once per heartbeat interval: the agent's own figures, so an operator's
+    /// one scrape of the gateway covers agents that sit behind NAT.
+    Report {
+        /// The figures.
+        report: AgentReport,
+    },
+}
+
+/// Most services one report may describe (the gateway accepts no more in a Hello either).
+pub const MAX_REPORTED_SERVICES: usize = 64;
+
+/// The agent's own figures, relayed by the gateway as per-registration metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentReport {
+    /// Tunnel sessions that ended (or attempts that failed) since the agent started.
+    pub reconnects: u64,
+    /// Data streams open on the agent now.
+    pub active_streams: u32,
+    /// Health of each local service, probed by the agent.
+    pub services: Vec<ServiceHealth>,
+}
+
+/// One local service's health as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceHealth {
+    /// Service name from the agent's config.
+    pub name: String,
+    /// Whether the probe (a TCP connect to the local address) succeeded.
+    pub healthy: bool,
+    /// How long the probe took, microseconds.
+    pub latency_us: u64,
 }
 
 /// Written by the gateway as the first frame of every data stream.

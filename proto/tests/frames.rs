@@ -5,7 +5,8 @@ use bytes::{BufMut, BytesMut};
 use g2c_proto::frame::{decode, encode, read_frame, write_frame, FrameError, MAX_FRAME_LEN};
 use g2c_proto::registration::{RegisterRequest, RegisterResponse};
 use g2c_proto::{
-    Ack, AckCode, ControlMessage, ServiceDecl, ServiceKind, StreamHeader, PROTOCOL_VERSION,
+    Ack, AckCode, AgentReport, ControlMessage, ServiceDecl, ServiceHealth, ServiceKind,
+    StreamHeader, PROTOCOL_VERSION,
 };
 
 fn all_control() -> Vec<ControlMessage> {
@@ -39,7 +40,28 @@ fn all_control() -> Vec<ControlMessage> {
         ControlMessage::Refused {
             reason: "version".into(),
         },
+        ControlMessage::Report {
+            report: AgentReport {
+                reconnects: 3,
+                active_streams: 2,
+                services: vec![ServiceHealth {
+                    name: "db".into(),
+                    healthy: false,
+                    latency_us: 1500,
+                }],
+            },
+        },
     ]
+}
+
+#[test]
+fn a_report_with_an_unknown_field_is_an_error() {
+    let text =
+        br#"{"type":"report","report":{"reconnects":1,"active_streams":0,"services":[],"evil":1}}"#;
+    let mut buf = BytesMut::new();
+    buf.put_u32(text.len() as u32);
+    buf.put_slice(text);
+    assert!(decode::<ControlMessage>(&mut buf).is_err());
 }
 
 #[test]

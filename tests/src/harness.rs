@@ -47,6 +47,10 @@ pub struct GatewayOptions {
     pub dir: Option<Arc<tempfile::TempDir>>,
     /// Bind exactly these addresses (restarts keep their ports).
     pub addrs: Option<BoundAddrs>,
+    /// Heartbeat interval in seconds (agents report health at this pace).
+    pub heartbeat_secs: Option<u64>,
+    /// Write the audit log to `audit.log` in the gateway's directory.
+    pub audit_file: bool,
 }
 
 async fn bind(addr: Option<SocketAddr>) -> TcpListener {
@@ -82,6 +86,12 @@ impl TestGateway {
             config.limits.upstream_timeout_secs = t;
         }
         config.limits.shutdown_grace_secs = 2;
+        if let Some(h) = opts.heartbeat_secs {
+            config.limits.heartbeat_secs = h;
+        }
+        if opts.audit_file {
+            config.audit.file = Some(dir.path().join("audit.log"));
+        }
         let prev = opts.addrs.as_ref();
         let http = bind(prev.and_then(|a| a.http)).await;
         config.http = Some(ListenerConfig {
@@ -161,6 +171,11 @@ impl TestGateway {
         self.addrs.http.unwrap()
     }
 
+    /// Scrape the admin listener's `/metrics`.
+    pub async fn scrape(&self) -> crate::prom::Scrape {
+        crate::prom::scrape(self.addrs.admin).await
+    }
+
     /// Create a single-use token.
     pub async fn token(&self) -> String {
         self.store
@@ -211,6 +226,7 @@ impl TestGateway {
                     name: n.to_string(),
                     kind: *k,
                     local: a.to_string(),
+                    health_check: None,
                 })
                 .collect(),
             reconnect: ReconnectConfig {

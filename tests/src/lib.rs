@@ -8,6 +8,7 @@ pub mod client;
 pub mod harness;
 pub mod mariadb;
 pub mod procs;
+pub mod prom;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -251,7 +251,12 @@ async fn registration_over_tls_backchannel_and_concurrent_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_pooled_per_agent() {
-    let (gw, agent, app, key) = setup(GatewayOptions::default()).await;
+    let app = Backend::start().await;
+    let gw = TestGateway::start().await;
+    let mut cfg = gw.register(&[("web", ServiceKind::Http, app.addr)]).await;
+    cfg.services[0].health_check = Some(false); // count only the tunnel's connections
+    let agent = TestAgent::start_connected(cfg).await;
+    let key = gw.key(agent.id()).await;
     for i in 0..50 {
         let r = send(
             gw.http(),

@@ -259,18 +259,15 @@ async fn sources_outside_the_allowlist_are_refused_before_the_agent() {
         before + 1,
         "only our own status query reached MariaDB"
     );
-    let metrics = g2c_tests::client::send(
-        gw.addrs.admin,
-        http::Request::get("/metrics")
-            .header("host", "a")
-            .body(http_body_util::Full::default())
-            .unwrap(),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&metrics.body);
-    assert!(
-        text.contains("g2c_tcp_connections_refused_total 5"),
-        "{text}"
+    let scrape = gw.scrape().await;
+    assert_eq!(
+        scrape.get(
+            "g2c_tcp_connections_refused_total",
+            &[("registration", agent.id()), ("service", "db")]
+        ),
+        Some(5.0),
+        "{}",
+        scrape.0
     );
 }
 

@@ -1,13 +1,16 @@
-//! The one body type every gateway response uses: streamed from upstream or a small buffer.
+//! The one body type every gateway response uses (streamed from upstream or a small buffer),
+//! and the wrappers that count bytes and close a request's record when its body ends.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 
-use crate::registry::InflightGuard;
+use super::record::RequestRecord;
 
 /// Response body: boxed, streaming, with hyper's error type.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -24,19 +27,30 @@ pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-/// A streamed body that keeps its request counted as in flight until it is finished or dropped,
-/// so a draining tunnel closes only after the last response byte left.
+/// A response body that counts the bytes sent and, when finished or dropped, closes its
+/// request's record (metrics, audit line, in-flight count), so a draining tunnel closes only
+/// after the last response byte left.
 pub struct Tracked<B> {
     inner: B,
-    _guard: InflightGuard,
+    record: Option<RequestRecord>,
+    bytes: u64,
 }
 
 impl<B> Tracked<B> {
-    /// Wrap `inner`, holding `guard` for its lifetime.
-    pub fn new(inner: B, guard: InflightGuard) -> Self {
+    /// Wrap `inner`; `record` is finished when the body is dropped.
+    pub fn new(inner: B, record: RequestRecord) -> Self {
         Self {
             inner,
-            _guard: guard,
+            record: Some(record),
+            bytes: 0,
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            r.finish(self.bytes);
         }
     }
 }
@@ -49,7 +63,53 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.remaining() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that adds the bytes it yields to a shared counter.
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    /// Wrap `inner`, counting into `count`.
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl<B: Body + Unpin> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count
+                    .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

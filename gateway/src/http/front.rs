@@ -10,8 +10,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{ProxyBody, Tracked};
+use super::body::{Counted, ProxyBody, Tracked};
 use super::headers::{self, REQUEST_ID};
+use super::record::RequestRecord;
 use super::route;
 use super::upstream::{self, UpstreamError};
 use crate::error::ProxyError;
@@ -33,15 +34,24 @@ pub async fn handle(
             HeaderValue::from_str(&new_request_id()).expect("hex is a valid header")
         });
     let method = req.method().clone();
-    let mut resp = match proxy(&shared, req, peer, tls, &request_id).await {
+    let mut record = RequestRecord::new(
+        shared.clone(),
+        peer,
+        method.clone(),
+        req.uri().path(),
+        String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+    );
+    let mut resp = match proxy(&shared, req, peer, tls, &request_id, &mut record).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%peer, %method, code = e.code(), party = ?e.party(), error = %e, "request refused");
+            record.error = Some(e.code());
             e.to_response()
         }
     };
+    record.status = resp.status().as_u16();
     resp.headers_mut().insert(REQUEST_ID, request_id);
-    resp
+    resp.map(|b| Tracked::new(b, record).boxed())
 }
 
 fn new_request_id() -> String {
@@ -57,14 +67,20 @@ async fn proxy(
     peer: SocketAddr,
     tls: bool,
     request_id: &HeaderValue,
+    record: &mut RequestRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let target = route::route(req.headers(), req.uri(), &shared.config.base_domain)?;
     let reg = target.registration;
+    if shared.auth.snapshot().registrations.contains_key(&reg) {
+        record.registration = Some(reg.clone());
+    }
     let key = route::api_key(req.headers()).ok_or(ProxyError::Unauthorized)?;
     let (snapshot, key_info) = shared.auth.key(key).await.ok_or(ProxyError::Unauthorized)?;
+    record.key_id = Some(key_info.id.clone());
     if !snapshot.registrations.contains_key(&reg) {
         return Err(ProxyError::UnknownRegistration(reg));
     }
+    record.registration = Some(reg.clone());
     if key_info.registration_id != reg {
         return Err(ProxyError::Forbidden(reg));
     }
@@ -103,9 +119,9 @@ async fn proxy(
     }
     headers::add_forwarded(&mut parts.headers, peer.ip(), tls, host.as_deref());
     parts.headers.insert(REQUEST_ID, request_id.clone());
-    let upstream_req = Request::from_parts(parts, body);
+    let upstream_req = Request::from_parts(parts, Counted::new(body, record.bytes_in.clone()));
 
-    let guard = session.begin_request();
+    record.inflight = Some(session.begin_request());
     let timeout = shared.config.limits.upstream_timeout();
     let mut resp = match tokio::time::timeout(timeout, shared.client.request(upstream_req)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(reg)),
@@ -136,7 +152,7 @@ async fn proxy(
     }
     headers::prepare_response(resp.headers_mut(), switching);
     *resp.version_mut() = caller_version;
-    Ok(resp.map(|b| Tracked::new(b, guard).boxed()))
+    Ok(resp.map(BodyExt::boxed))
 }
 
 /// Map a client error to who failed. A broken connection on a live tunnel is the app's doing;

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod front;
 pub mod headers;
+pub mod record;
 pub mod route;
 pub mod serve;
 pub mod upstream;

@@ -21,6 +21,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::body::Counted;
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::registry::Registry;
 
 /// Why a connection to the local app could not be made.
@@ -38,7 +40,7 @@ pub enum UpstreamError {
 }
 
 /// The pooled client type.
-pub type UpstreamClient = Client<TunnelConnector, Incoming>;
+pub type UpstreamClient = Client<TunnelConnector, Counted<Incoming>>;
 
 /// Authority used in upstream URIs (and as pool key) for a session.
 pub fn authority(registration: &str, session_id: u64) -> String {
@@ -46,19 +48,20 @@ pub fn authority(registration: &str, session_id: u64) -> String {
 }
 
 /// Build the pooled client.
-pub fn client(registry: Arc<Registry>, idle_per_agent: usize) -> UpstreamClient {
+pub fn client(registry: Arc<Registry>, idle_per_agent: usize, metrics: Metrics) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(idle_per_agent)
         .set_host(false)
         .http1_preserve_header_case(false)
-        .build(TunnelConnector { registry })
+        .build(TunnelConnector { registry, metrics })
 }
 
 /// Opens a yamux stream to the agent and performs the header/ack exchange.
 #[derive(Clone)]
 pub struct TunnelConnector {
     registry: Arc<Registry>,
+    metrics: Metrics,
 }
 
 impl tower::Service<Uri> for TunnelConnector {
@@ -72,6 +75,7 @@ impl tower::Service<Uri> for TunnelConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let registry = self.registry.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let host = uri.host().unwrap_or_default();
             let (registration, session_id) = host
@@ -102,7 +106,13 @@ impl tower::Service<Uri> for TunnelConnector {
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(|_| UpstreamError::AgentOffline)?;
             match ack {
-                Some(Ack::Ok) => Ok(TokioIo::new(TunnelIo(stream))),
+                Some(Ack::Ok) => {
+                    let gauge = metrics.active_streams.with_label_values(&[registration]);
+                    Ok(TokioIo::new(TunnelIo {
+                        stream,
+                        _open: GaugeGuard::new(gauge),
+                    }))
+                }
                 Some(Ack::Error { message, .. }) => Err(UpstreamError::LocalUnavailable(message)),
                 None => Err(UpstreamError::AgentOffline),
             }
@@ -110,8 +120,11 @@ impl tower::Service<Uri> for TunnelConnector {
     }
 }
 
-/// A yamux stream as an upstream connection.
-pub struct TunnelIo(pub MuxStream);
+/// A yamux stream as an upstream connection, counted in `g2c_active_streams` while it lives.
+pub struct TunnelIo {
+    stream: MuxStream,
+    _open: GaugeGuard,
+}
 
 impl Connection for TunnelIo {
     fn connected(&self) -> Connected {
@@ -125,7 +138,7 @@ impl AsyncRead for TunnelIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -135,15 +148,15 @@ impl AsyncWrite for TunnelIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -83,17 +83,36 @@ struct TunnelHandler {
 }
 
 impl TunnelHandler {
+    /// The registration `user` names if `key` is its key; otherwise why not (a metric label).
     async fn registration_for(
         &self,
         user: &str,
         key: &russh::keys::PublicKey,
-    ) -> Option<Registration> {
-        let reg = self.shared.store.registration(user).await.ok()?;
+    ) -> Result<Registration, &'static str> {
+        let reg = self
+            .shared
+            .store
+            .registration(user)
+            .await
+            .map_err(|_| "unknown_registration")?;
         if reg.revoked_at.is_some() {
-            return None;
+            return Err("revoked");
         }
-        let stored = sshkeys::parse_public(&reg.public_key).ok()?;
-        sshkeys::same_key(&stored, key).then_some(reg)
+        let stored = sshkeys::parse_public(&reg.public_key).map_err(|_| "key_mismatch")?;
+        if sshkeys::same_key(&stored, key) {
+            Ok(reg)
+        } else {
+            Err("key_mismatch")
+        }
+    }
+
+    fn refused(&self, reason: &'static str) -> Auth {
+        self.shared
+            .metrics
+            .ssh_auth_failures
+            .with_label_values(&[reason])
+            .inc();
+        Auth::reject()
     }
 }
 
@@ -108,8 +127,11 @@ impl russh::server::Handler for TunnelHandler {
         // Only spares the signature check for keys that cannot succeed; identity is bound in
         // `auth_publickey`, after the signature is verified.
         Ok(match self.registration_for(user, offer.public_key).await {
-            Some(_) => Auth::Accept,
-            None => Auth::reject(),
+            Ok(_) => Auth::Accept,
+            Err(reason) => {
+                tracing::info!(user, reason, "ssh key refused");
+                self.refused(reason)
+            }
         })
     }
 
@@ -119,14 +141,14 @@ impl russh::server::Handler for TunnelHandler {
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         match self.registration_for(user, key.public_key).await {
-            Some(reg) => {
+            Ok(reg) => {
                 tracing::info!(registration = %reg.id, "agent authenticated");
                 self.registration = Some(reg);
                 Ok(Auth::Accept)
             }
-            None => {
-                tracing::info!(user, "ssh auth refused: unknown registration or key");
-                Ok(Auth::reject())
+            Err(reason) => {
+                tracing::info!(user, reason, "ssh auth refused");
+                Ok(self.refused(reason))
             }
         }
     }

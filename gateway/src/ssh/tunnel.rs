@@ -74,10 +74,11 @@ pub(super) async fn run(
             return;
         }
     };
+    let heartbeat = shared.config.limits.heartbeat();
     let welcome = ControlMessage::Welcome {
         version: PROTOCOL_VERSION,
         registration_id: reg.id.clone(),
-        heartbeat_secs: tuning::HEARTBEAT_INTERVAL.as_secs() as u32,
+        heartbeat_secs: heartbeat.as_secs() as u32,
         max_streams: tuning::YAMUX_MAX_STREAMS as u32,
     };
     if write_frame(&mut write, &welcome).await.is_err() {
@@ -95,12 +96,22 @@ pub(super) async fn run(
         peer,
         connected_at: SystemTime::now(),
         inflight: Default::default(),
+        last_heartbeat: Default::default(),
     });
-    shared.registry.insert(session.clone());
+    let metrics = &shared.metrics;
+    metrics.sessions_opened.with_label_values(&[&reg.id]).inc();
+    if shared.registry.insert(session.clone()) {
+        metrics
+            .sessions_replaced
+            .with_label_values(&[&reg.id])
+            .inc();
+    }
+    metrics.agent_up(&reg.id, &session.agent_version);
+    metrics.agents_connected.set(shared.registry.len() as i64);
     tracing::info!(session = session.id, agent_version = %session.agent_version, "agent connected");
     crate::tcp::open_for_session(&shared, &session).await;
 
-    let end = control_loop(&mut frames, &mut write, &mux).await;
+    let end = control_loop(&shared, &session, &mut frames, &mut write, heartbeat).await;
     shared.registry.remove_if(&reg.id, session.id);
     if end == ControlEnd::Draining {
         tracing::info!(
@@ -120,7 +131,10 @@ pub(super) async fn run(
     session.close("tunnel ended");
     if shared.registry.get(&reg.id).is_none() {
         shared.tcp.close_registration(&reg.id);
+        let services: Vec<String> = session.services.iter().map(|s| s.name.clone()).collect();
+        metrics.agent_down(&reg.id, &session.agent_version, &services);
     }
+    metrics.agents_connected.set(shared.registry.len() as i64);
     tracing::info!(session = session.id, "agent disconnected");
 }
 
@@ -191,20 +205,31 @@ async fn drain(session: &AgentSession, mux: &mux::MuxHandle) {
 }
 
 async fn control_loop(
+    shared: &Shared,
+    session: &AgentSession,
     frames: &mut mpsc::Receiver<ControlMessage>,
     write: &mut WriteHalf<MuxStream>,
-    mux: &mux::MuxHandle,
+    heartbeat: Duration,
 ) -> ControlEnd {
     // The agent heartbeats every interval; three missed beats mean it is gone even if SSH
     // keepalives still pass (a wedged agent).
-    let silence_limit = tuning::HEARTBEAT_INTERVAL * 3;
+    let silence_limit = heartbeat * 3;
+    let reg = session.registration_id.as_str();
     loop {
         tokio::select! {
             msg = tokio::time::timeout(silence_limit, frames.recv()) => match msg {
                 Ok(Some(ControlMessage::Heartbeat { seq })) => {
+                    let now = crate::store::now_unix();
+                    session.last_heartbeat.store(now as u64, std::sync::atomic::Ordering::Relaxed);
+                    shared.metrics.agent_last_heartbeat.with_label_values(&[reg]).set(now);
                     if write_frame(write, &ControlMessage::HeartbeatAck { seq }).await.is_err() {
                         return ControlEnd::Closed;
                     }
+                }
+                Ok(Some(ControlMessage::Report { mut report })) => {
+                    // Only services the agent announced, so a report cannot mint label values.
+                    report.services.retain(|s| session.services.iter().any(|d| d.name == s.name));
+                    shared.metrics.agent_report(reg, &report);
                 }
                 Ok(Some(ControlMessage::Draining)) => return ControlEnd::Draining,
                 Ok(Some(other)) => tracing::debug!(?other, "ignored control message"),
@@ -214,7 +239,7 @@ async fn control_loop(
                     return ControlEnd::Closed;
                 }
             },
-            _ = mux.closed() => return ControlEnd::Closed,
+            _ = session.mux.closed() => return ControlEnd::Closed,
         }
     }
 }
