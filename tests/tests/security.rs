@@ -37,6 +37,19 @@ async fn unregistered_agent_key_is_refused_at_ssh_auth() {
     let reply = send(gw.http(), routed(Method::GET, agent.id(), "/", &key, "")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert!(app.seen().is_empty());
+    // Counted by reason; a registration ID that does not exist has a reason of its own.
+    let scrape = gw.scrape().await;
+    let mismatches = scrape
+        .get("g2c_ssh_auth_failures_total", &[("reason", "key_mismatch")])
+        .unwrap_or(0.0);
+    assert!(mismatches >= 1.0, "{}", scrape.0);
+    assert_eq!(
+        scrape.get(
+            "g2c_ssh_auth_failures_total",
+            &[("reason", "unknown_registration")]
+        ),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
