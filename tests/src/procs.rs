@@ -283,8 +283,6 @@ pub fn start_agent(config: &Path, log: PathBuf) -> Proc {
 /// A whole stack as processes: the gateway binary, one agent binary registered with the real
 /// `g2c-agent register` in front of an HTTP app, connected, and an API key for it.
 pub struct ProcStack {
-    /// Holds every file (store, keys, configs, logs).
-    pub dir: tempfile::TempDir,
     /// The gateway.
     pub gw: GatewayProc,
     /// The agent.
@@ -295,6 +293,10 @@ pub struct ProcStack {
     pub id: String,
     /// API key for the registration.
     pub key: String,
+    /// Holds every file (store, keys, configs, logs). Declared last so that it is deleted
+    /// only after the processes are gone. Moving the others out of the stack (a `let`
+    /// pattern with `..`) drops it at once: bind it.
+    pub dir: tempfile::TempDir,
 }
 
 impl ProcStack {

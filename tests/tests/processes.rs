@@ -67,8 +67,14 @@ async fn gateway_restart_agent_reconnects_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
     let app = Backend::start().await;
+    // Keep `dir` bound: dropping it (as `..` would) deletes the running gateway's store.
     let ProcStack {
-        gw, agent, id, key, ..
+        gw,
+        agent,
+        id,
+        key,
+        dir: _dir,
+        ..
     } = ProcStack::start(app.addr).await;
     let http = gw.addrs.http.unwrap();
 
@@ -205,8 +211,14 @@ async fn slow_reader_is_backpressured_not_buffered() {
     // yamux window) must hold the data back at the app instead of piling it up in the gateway
     // or the agent.
     let app = Backend::start().await;
+    // Keep `dir` bound: dropping it (as `..` would) deletes the running gateway's store.
     let ProcStack {
-        gw, agent, id, key, ..
+        gw,
+        agent,
+        id,
+        key,
+        dir: _dir,
+        ..
     } = ProcStack::start(app.addr).await;
     let size = 48 * MIB;
     let mut tcp = tokio::net::TcpStream::connect(gw.addrs.http.unwrap())
