@@ -25,6 +25,9 @@ command -v python3 >/dev/null || apt_install python3
 apt_install mariadb-server mariadb-client
 # promtool (Debian's `prometheus` package) checks the /metrics exposition and the alert rules.
 apt_install prometheus
+# systemd-analyze verifies the generated agent unit; npm packs and installs the npm tarballs.
+command -v systemd-analyze >/dev/null || apt_install systemd
+command -v npm >/dev/null || apt_install npm
 command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 

@@ -52,6 +52,84 @@ pub struct AgentConfig {
     /// Reconnect pacing.
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// Log files.
+    #[serde(default, skip_serializing_if = "LogConfig::is_default")]
+    pub log: LogConfig,
+    /// The local status API (and, later, the GUI).
+    #[serde(default, skip_serializing_if = "LocalApiConfig::is_default")]
+    pub local_api: LocalApiConfig,
+}
+
+/// Rotating log files, written beside stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Directory of the log files (default: the per-OS log directory). Logging goes on to
+    /// stderr alone if it cannot be written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Rotate `agent.log` once it would pass this many bytes.
+    pub max_bytes: u64,
+    /// Files kept, the live one included.
+    pub max_files: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
+}
+
+impl LogConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The directory log files go to.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(default_log_dir)
+    }
+}
+
+/// The per-OS log directory of a service installation.
+pub fn default_log_dir() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+        PathBuf::from(base).join("Ground2Cloud").join("logs")
+    } else if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Logs/Ground2Cloud")
+    } else {
+        PathBuf::from("/var/log/ground2cloud")
+    }
+}
+
+/// The agent's local HTTP API (status now; the GUI builds on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalApiConfig {
+    /// Address to listen on (loopback; port 0 picks a free one).
+    pub listen: std::net::SocketAddr,
+    /// Allow a non-loopback address (off: such an address is refused).
+    pub allow_remote: bool,
+}
+
+impl Default for LocalApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 3015)),
+            allow_remote: false,
+        }
+    }
+}
+
+impl LocalApiConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The gateway's SSH endpoint and pinned identity.
@@ -252,6 +330,22 @@ impl AgentConfig {
             return Err(invalid(
                 "reconnect.initial_delay_ms",
                 "must be at least 1 and not above max_delay_ms",
+            ));
+        }
+        if self.log.max_bytes < 1024 {
+            return Err(invalid("log.max_bytes", "must be at least 1024"));
+        }
+        if self.log.max_files == 0 {
+            return Err(invalid("log.max_files", "must be at least 1"));
+        }
+        let api = &self.local_api;
+        if !api.listen.ip().is_loopback() && !api.allow_remote {
+            return Err(invalid(
+                "local_api.listen",
+                format!(
+                    "{} is not a loopback address; set local_api.allow_remote = true to expose it",
+                    api.listen
+                ),
             ));
         }
         Ok(())

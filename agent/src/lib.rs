@@ -5,10 +5,15 @@
 pub mod backoff;
 pub mod config;
 pub mod health;
+pub mod local_api;
+pub mod logging;
 pub mod register;
+pub mod service;
 pub mod splice;
 pub mod status;
 pub mod tunnel;
+#[cfg(windows)]
+pub mod winsvc;
 
 use std::sync::Arc;
 
@@ -33,8 +38,44 @@ pub async fn run(
     status: Arc<status::Status>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    run_with(config, status, shutdown, None).await
+}
+
+/// [`run`], also recording the local API's bound address in `api_addr_file` (what
+/// `g2c-agent status` reads).
+pub async fn run_with(
+    config: AgentConfig,
+    status: Arc<status::Status>,
+    shutdown: CancellationToken,
+    api_addr_file: Option<std::path::PathBuf>,
+) -> Result<(), AgentError> {
     config.validate()?;
     let key = g2c_proto::sshkeys::read_private_key(&config.key_file)?;
+    // The tunnel matters more than the status API: if its port is taken, say so and go on.
+    let api = match tokio::net::TcpListener::bind(config.local_api.listen).await {
+        Ok(listener) => {
+            if let (Some(file), Ok(addr)) = (&api_addr_file, listener.local_addr()) {
+                if let Err(e) = std::fs::write(file, addr.to_string()) {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot record the local API address");
+                }
+            }
+            Some(tokio::spawn(local_api::serve(
+                listener,
+                status.clone(),
+                shutdown.clone(),
+            )))
+        }
+        Err(e) => {
+            tracing::error!(addr = %config.local_api.listen, error = %e, "local API not available");
+            None
+        }
+    };
     tunnel::run(config, key, status, shutdown).await;
+    if let Some(api) = api {
+        api.abort();
+    }
+    if let Some(file) = api_addr_file {
+        let _ = std::fs::remove_file(file);
+    }
     Ok(())
 }

@@ -54,12 +54,45 @@ enum Command {
         tcp_services: Vec<String>,
     },
     /// Run the tunnel (what the service runs).
-    Run,
+    Run {
+        /// Started by the Windows service control manager.
+        #[arg(long, hide = true)]
+        windows_service: bool,
+    },
+    /// Ask the running agent whether its tunnel is up (and since when, to which gateway, the
+    /// last error).
+    Status,
+    /// Install and control the agent as an OS service (systemd, launchd, Windows).
+    Service {
+        #[command(subcommand)]
+        op: ServiceOp,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
         op: ConfigOp,
     },
+}
+
+#[derive(Subcommand)]
+enum ServiceOp {
+    /// Install the service for the config given with --config (default: the per-OS path).
+    Install {
+        /// Print what would be written and run; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Agent executable the service runs (default: this one).
+        #[arg(long)]
+        exe: Option<PathBuf>,
+    },
+    /// Remove the service.
+    Uninstall,
+    /// Start the installed service.
+    Start,
+    /// Stop the installed service.
+    Stop,
+    /// Whether the service is installed and running.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -83,15 +116,6 @@ fn parse_service(spec: &str, kind: ServiceKind) -> Result<ServiceConfig> {
     })
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("G2C_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn shutdown_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
@@ -109,7 +133,149 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 fn main() -> Result<()> {
-    runtime()?.block_on(async_main())
+    let cli = Cli::parse();
+    if let Command::Run {
+        windows_service: true,
+    } = cli.command
+    {
+        return run_windows_service(cli);
+    }
+    runtime()?.block_on(async_main(cli))
+}
+
+#[cfg(windows)]
+fn run_windows_service(cli: Cli) -> Result<()> {
+    g2c_agent::winsvc::run_as_service(Box::new(move |token| {
+        let rt = runtime().map_err(|e| e.to_string())?;
+        rt.block_on(run_agent(cli.config_path(), Some(token)))
+            .map_err(|e| e.to_string())
+    }))?;
+    Ok(())
+}
+
+#[cfg(not(windows))]
+fn run_windows_service(_cli: Cli) -> Result<()> {
+    bail!("--windows-service is only meaningful on Windows")
+}
+
+impl Cli {
+    fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(AgentConfig::default_path)
+    }
+}
+
+/// `g2c-agent run`: load the config (a bad field is fatal and named), log to stderr and the
+/// rotating files, serve the local API, run the tunnel until SIGTERM / Ctrl-C / `stop`.
+async fn run_agent(config_path: PathBuf, stop: Option<CancellationToken>) -> Result<()> {
+    let mut config = AgentConfig::load(&config_path)?;
+    if let Some(dir) = std::env::var_os("G2C_LOG_DIR") {
+        config.log.dir = Some(dir.into());
+    }
+    let log_file = g2c_agent::logging::init(Some(&config.log));
+    let status = Arc::new(Status::new(
+        format!("{}:{}", config.gateway.ssh_host, config.gateway.ssh_port),
+        config.registration_id.clone(),
+    ));
+    let shutdown = stop.unwrap_or_default();
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+    tracing::info!(
+        config = %config_path.display(),
+        registration = %config.registration_id,
+        log_file = ?log_file,
+        "agent starting"
+    );
+    let api_file = g2c_agent::local_api::addr_file(&config_path);
+    g2c_agent::run_with(config, status, shutdown, Some(api_file)).await?;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// `g2c-agent status`: what the running agent says about itself.
+async fn print_status(config_path: &std::path::Path, json: bool) -> Result<()> {
+    let recorded = std::fs::read_to_string(g2c_agent::local_api::addr_file(config_path))
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let addr = match recorded {
+        Some(a) => a,
+        None => AgentConfig::load(config_path)?.local_api.listen,
+    };
+    let s = g2c_agent::local_api::fetch_status(addr).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    match (s.connected, s.connected_since) {
+        (true, Some(since)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(since);
+            println!("connected:     yes, for {} s", now.saturating_sub(since));
+        }
+        _ => println!("connected:     no"),
+    }
+    println!("gateway:       {}", s.gateway);
+    println!("registration:  {}", s.registration_id);
+    println!("reconnects:    {}", s.reconnects);
+    println!(
+        "last error:    {}",
+        s.last_error.as_deref().unwrap_or("none")
+    );
+    for h in &s.services {
+        println!(
+            "service {:<12} {} ({:.1} ms)",
+            h.name,
+            if h.healthy { "up" } else { "DOWN" },
+            h.latency_us as f64 / 1000.0
+        );
+    }
+    println!("agent:         version {} (pid {})", s.version, s.pid);
+    Ok(())
+}
+
+fn service_op(op: ServiceOp, config_path: &std::path::Path, json: bool) -> Result<()> {
+    use g2c_agent::service;
+    match op {
+        ServiceOp::Install { dry_run, exe } => {
+            let exe = match exe {
+                Some(e) => std::path::absolute(e)?,
+                None => std::env::current_exe()?,
+            };
+            let config = std::path::absolute(config_path)?;
+            let plan = service::install(&exe, &config, dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+                return Ok(());
+            }
+            let verb = if dry_run { "would write" } else { "wrote" };
+            if let Some((path, text)) = &plan.file {
+                println!("# {verb} {}\n{text}", path.display());
+            }
+            let verb = if dry_run { "would run" } else { "ran" };
+            for cmd in &plan.commands {
+                println!("# {verb}: {}", cmd.join(" "));
+            }
+            if !dry_run {
+                println!("installed the {} service {}", plan.manager, service::LABEL);
+            }
+        }
+        ServiceOp::Uninstall => {
+            service::uninstall()?;
+            println!("uninstalled {}", service::LABEL);
+        }
+        ServiceOp::Start => {
+            service::start()?;
+            println!("started {}", service::LABEL);
+        }
+        ServiceOp::Stop => {
+            service::stop()?;
+            println!("stopped {}", service::LABEL);
+        }
+        ServiceOp::Status => println!("{}: {}", service::LABEL, service::status()?),
+    }
+    Ok(())
 }
 
 /// The tokio runtime: single-threaded by default (one tunnel: measured cheaper per request than
@@ -131,9 +297,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(builder.enable_all().build()?)
 }
 
-async fn async_main() -> Result<()> {
-    let cli = Cli::parse();
-    let config_path = cli.config.clone().unwrap_or_else(AgentConfig::default_path);
+async fn async_main(cli: Cli) -> Result<()> {
+    let config_path = cli.config_path();
     match cli.command {
         Command::Register {
             backchannel,
@@ -177,6 +342,8 @@ async fn async_main() -> Result<()> {
                 },
                 services: svcs,
                 reconnect: ReconnectConfig::default(),
+                log: Default::default(),
+                local_api: Default::default(),
             };
             config.save(&config_path)?;
             if cli.json {
@@ -193,19 +360,9 @@ async fn async_main() -> Result<()> {
                 }
             }
         }
-        Command::Run => {
-            init_tracing();
-            let config = AgentConfig::load(&config_path)?;
-            let status = Arc::new(Status::new(
-                format!("{}:{}", config.gateway.ssh_host, config.gateway.ssh_port),
-                config.registration_id.clone(),
-            ));
-            let shutdown = CancellationToken::new();
-            tokio::spawn(shutdown_signal(shutdown.clone()));
-            tracing::info!(config = %config_path.display(), registration = %config.registration_id, "agent starting");
-            g2c_agent::run(config, status, shutdown).await?;
-            tracing::info!("agent stopped");
-        }
+        Command::Run { .. } => run_agent(config_path, None).await?,
+        Command::Status => print_status(&config_path, cli.json).await?,
+        Command::Service { op } => service_op(op, &config_path, cli.json)?,
         Command::Config {
             op: ConfigOp::Check,
         } => {

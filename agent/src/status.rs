@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// A point-in-time copy of the agent's state.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StatusSnapshot {
     /// Whether a tunnel is up.
     pub connected: bool,
@@ -19,6 +19,12 @@ pub struct StatusSnapshot {
     pub reconnects: u64,
     /// Why the last attempt or session failed.
     pub last_error: Option<String>,
+    /// Agent software version.
+    pub version: String,
+    /// Process id of the running agent.
+    pub pid: u32,
+    /// Local services' health from the latest probe round.
+    pub services: Vec<g2c_proto::ServiceHealth>,
 }
 
 /// Shared, updatable status.
@@ -31,6 +37,8 @@ impl Status {
         Self(Mutex::new(StatusSnapshot {
             gateway,
             registration_id,
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
             ..Default::default()
         }))
     }
@@ -48,6 +56,11 @@ impl Status {
             .duration_since(SystemTime::UNIX_EPOCH)
             .ok()
             .map(|d| d.as_secs());
+    }
+
+    /// Record a round of local service probes.
+    pub fn set_services(&self, services: Vec<g2c_proto::ServiceHealth>) {
+        self.0.lock().expect("status lock").services = services;
     }
 
     /// The tunnel is down (or never came up) because of `error`.

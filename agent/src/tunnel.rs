@@ -307,6 +307,7 @@ async fn session(
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             Some(health) = health_rx.recv() => {
+                status.set_services(health.clone());
                 let report = AgentReport {
                     reconnects: status.snapshot().reconnects,
                     active_streams: streams.len() as u32,

@@ -14,7 +14,7 @@ use prometheus::IntCounter;
 use serde::Serialize;
 
 use crate::config::AuditConfig;
-use crate::rotate::RotatingFile;
+use g2c_proto::rotate::RotatingFile;
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;

@@ -17,7 +17,6 @@ pub mod hostkey;
 pub mod http;
 pub mod metrics;
 pub mod registry;
-pub mod rotate;
 pub mod ssh;
 pub mod store;
 pub mod tcp;

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod messages;
 pub mod mux;
 pub mod registration;
+pub mod rotate;
 pub mod sshkeys;
 pub mod tuning;
 

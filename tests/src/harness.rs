@@ -234,6 +234,11 @@ impl TestGateway {
                 max_delay_ms: 500,
                 stable_after_secs: 5,
             },
+            log: Default::default(),
+            local_api: g2c_agent::config::LocalApiConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                allow_remote: false,
+            },
         }
     }
 

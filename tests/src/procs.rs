@@ -32,7 +32,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Self {
+    /// Start `cmd` with stdout and stderr going to `log`.
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let child = cmd
@@ -41,6 +42,11 @@ impl Proc {
             .stdin(Stdio::null())
             .env("G2C_LOG", "info")
             .env("NO_COLOR", "1")
+            // Agents' log files go beside the test's other files, never to /var/log.
+            .env(
+                "G2C_LOG_DIR",
+                log.parent().unwrap_or(Path::new(".")).join("logs"),
+            )
             .kill_on_drop(true)
             .spawn()
             .unwrap();

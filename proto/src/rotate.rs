@@ -1,5 +1,8 @@
 //! A size-rotated append-only file: `audit.log`, then `audit.log.1` .. `audit.log.N-1`, never
 //! more than `max_files` files in all and never a line split across two files.
+//!
+//! Not wire format, but the one piece of file handling both binaries share (the gateway's audit
+//! log, the agent's log files), so it lives in the crate both already depend on.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
