@@ -44,5 +44,8 @@ cargo build --release --workspace --bins
 say "cargo test"
 cargo test --release --workspace --no-fail-fast
 
+say "criterion benches, quick mode (each bench once; numbers come from cargo bench / scripts/bench.sh)"
+cargo bench -p g2c-benches -- --test
+
 say "quickstart --check"
 scripts/quickstart.sh --check

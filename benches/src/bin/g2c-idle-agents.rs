@@ -1,0 +1,94 @@
+//! Many idle agents in one process, for the gateway-memory benchmark: each registers with its
+//! own fresh ed25519 key over the real backchannel and keeps a real SSH tunnel (the agent
+//! library's `run`) open, idle. Prints `connected N` once all are up, then waits for Ctrl-C.
+//!
+//!   g2c-idle-agents --backchannel http://127.0.0.1:3014 --token T --count 1000 --dir D
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use g2c_agent::config::{AgentConfig, GatewayEndpoint, LocalApiConfig, ServiceConfig};
+use g2c_agent::status::Status;
+use g2c_proto::registration::RegisterRequest;
+use g2c_proto::{sshkeys, ServiceKind};
+use tokio_util::sync::CancellationToken;
+
+fn arg(name: &str) -> Option<String> {
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == name {
+            return args.next();
+        }
+    }
+    None
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let backchannel = arg("--backchannel").ok_or("--backchannel URL")?;
+    let token = arg("--token").ok_or("--token T")?;
+    let count: usize = arg("--count").and_then(|c| c.parse().ok()).unwrap_or(1000);
+    let dir = std::path::PathBuf::from(arg("--dir").ok_or("--dir D")?);
+    std::fs::create_dir_all(&dir)?;
+    let shutdown = CancellationToken::new();
+    let mut statuses = Vec::with_capacity(count);
+    for i in 0..count {
+        let key_file = dir.join(format!("key{i}"));
+        let key = sshkeys::load_or_generate(&key_file)?;
+        let answer = g2c_agent::register::register(
+            &backchannel,
+            None,
+            &RegisterRequest {
+                name: Some(format!("idle-{i}")),
+                public_key: sshkeys::public_openssh(key.public_key()),
+                token: token.clone(),
+            },
+        )
+        .await?;
+        let config = AgentConfig {
+            registration_id: answer.registration_id,
+            key_file,
+            gateway: GatewayEndpoint {
+                ssh_host: answer.ssh_host,
+                ssh_port: answer.ssh_port,
+                host_key: answer.gateway_host_key,
+                tunnel_port: answer.tunnel_port,
+                backchannel: None,
+            },
+            services: vec![ServiceConfig {
+                name: "web".into(),
+                kind: ServiceKind::Http,
+                local: "127.0.0.1:9".into(),
+                health_check: Some(false),
+            }],
+            reconnect: Default::default(),
+            log: Default::default(),
+            local_api: LocalApiConfig {
+                listen: "127.0.0.1:0".parse()?,
+                allow_remote: false,
+            },
+        };
+        let status = Arc::new(Status::new(String::new(), config.registration_id.clone()));
+        statuses.push(status.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = g2c_agent::run(config, status, shutdown).await;
+        });
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let up = statuses.iter().filter(|s| s.snapshot().connected).count();
+        if up == count {
+            println!("connected {up}");
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("only {up} of {count} agents connected").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::signal::ctrl_c().await?;
+    shutdown.cancel();
+    Ok(())
+}

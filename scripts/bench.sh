@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark: direct vs through gateway + agent, in the same run, on loopback.
+# Starts nginx (backend), a gateway and an agent, then measures in interleaved rounds:
+#   a. HTTP keep-alive req/s, 1 KiB body, 32 connections (wrk)
+#   b. latency at concurrency 1, p50 and p99 (wrk --latency)
+#   c. 1 GiB download throughput (curl)
+#   d. MySQL sysbench oltp_read_only, 8 threads (scripts/bench-mysql.sh)
+#   e. gateway RSS with 1,000 idle agents (real SSH sessions, one key each) and one agent's RSS
+#   f. bulk throughput over a 50 ms round trip (user-space delay proxy) vs plain TCP over it
+# and prints one table of medians with ratios to direct. Not a test: a shared 2-core machine is
+# noisy; compare ratios, not absolute numbers.
+#
+#   scripts/bench.sh [ROUNDS=3] [SECONDS=8]      BENCH_SKIP=d,e to leave parts out
+set -euo pipefail
+rounds=${1:-3}
+secs=${2:-8}
+skip=",${BENCH_SKIP:-},"
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+need=()
+for pkg in nginx wrk curl python3; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo build --release --workspace --bins >&2
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/g2c-bench.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 1 600); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+
+# --- backend: nginx serving 1 KiB, 256 MiB and 1 GiB files ----------------------------------
+mkdir -p "$work/www" "$work/nginx"
+head -c 1024 /dev/urandom >"$work/www/1k"
+truncate -s 256M "$work/www/256m"
+truncate -s 1G "$work/www/1g"
+ng_port=$(free_port)
+cat >"$work/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+error_log $work/nginx/error.log warn;
+pid $work/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  server { listen 127.0.0.1:$ng_port; root $work/www; }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work/nginx" &
+pids+=($!)
+wait_for "curl -sf -o /dev/null http://127.0.0.1:$ng_port/1k"
+
+# --- gateway + agent -------------------------------------------------------------------------
+cat >"$work/gateway.toml" <<TOML
+[http]
+listen = "127.0.0.1:0"
+[ssh]
+listen = "127.0.0.1:0"
+[backchannel]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[limits]
+port_range_start = 11000
+port_range_end = 12999
+TOML
+G2C_LOG=warn "$bin/g2c-gateway" -c "$work/gateway.toml" run --ready-file "$work/ready" 2>"$work/gw.log" &
+gw_pid=$!
+pids+=($gw_pid)
+wait_for "[ -s $work/ready ]"
+ready() { python3 -c "import json; print(json.load(open('$work/ready'))['$1'])"; }
+bc=$(ready backchannel); http=$(ready http); ssh_port=$(ready ssh | cut -d: -f2)
+gw() { "$bin/g2c-gateway" -c "$work/gateway.toml" "$@"; }
+register() { # config, then services...
+  local cfg=$1; shift
+  local args=()
+  for s in "$@"; do args+=(--service "$s"); done
+  G2C_LOG_DIR="$work/logs" "$bin/g2c-agent" -c "$cfg" register --backchannel "http://$bc" \
+    --token "$(gw token create)" "${args[@]}" >/dev/null
+  python3 -c "import tomllib; print(tomllib.load(open('$cfg','rb'))['registration_id'])"
+}
+connected() { curl -sf "http://$(ready admin)/v1/registrations" | python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin) if r['connected']))"; }
+reg=$(register "$work/agent.toml" "web=127.0.0.1:$ng_port")
+key=$(gw key create --registration "$reg")
+printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/agent.toml"
+G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$bin/g2c-agent" -c "$work/agent.toml" run 2>"$work/agent.log" &
+agent_pid=$!
+pids+=($agent_pid)
+tunnel="http://$http/r/$reg"
+wait_for "curl -sf -o /dev/null -H 'G2C-Key: $key' $tunnel/1k"
+agent_idle_rss=$(rss_kib "$agent_pid")
+
+failures=0
+wrk_run() { # label url [wrk args...] -> prints requests/s; p50 ms; p99 ms
+  local url=$1; shift
+  local out
+  out=$(wrk "$@" -d "${secs}s" -H "G2C-Key: $key" "$url")
+  local bad
+  bad=$(awk '/Non-2xx|Socket errors/ {for(i=1;i<=NF;i++) if ($i ~ /^[0-9]+,?$/) s+=$i} END {print s+0}' <<<"$out")
+  failures=$((failures + bad))
+  python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def ms(label):
+    m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not m:
+        return float("nan")
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+print(rps, ms(50), ms(99))
+PY
+}
+curl_speed() { # url -> MiB/s
+  curl -s -o /dev/null -H "G2C-Key: $key" -w '%{speed_download} %{http_code}\n' "$1" |
+    awk '{ if ($2 != 200) { print "download failed: " $2 > "/dev/stderr"; exit 1 } printf "%.1f\n", $1/1048576 }'
+}
+
+declare -a d_rps t_rps d_p50 t_p50 d_p99 t_p99 d_gib t_gib d_wan t_wan
+for r in $(seq 1 "$rounds"); do
+  read -r x _ _ < <(wrk_run "http://127.0.0.1:$ng_port/1k" -t2 -c32); d_rps+=("$x")
+  read -r x _ _ < <(wrk_run "$tunnel/1k" -t2 -c32); t_rps+=("$x")
+  read -r _ a b < <(wrk_run "http://127.0.0.1:$ng_port/1k" -t1 -c1 --latency); d_p50+=("$a"); d_p99+=("$b")
+  read -r _ a b < <(wrk_run "$tunnel/1k" -t1 -c1 --latency); t_p50+=("$a"); t_p99+=("$b")
+  d_gib+=("$(curl_speed "http://127.0.0.1:$ng_port/1g")")
+  t_gib+=("$(curl_speed "$tunnel/1g")")
+  echo "round $r: req/s ${d_rps[-1]} / ${t_rps[-1]}; p50 ${d_p50[-1]} / ${t_p50[-1]} ms; 1 GiB ${d_gib[-1]} / ${t_gib[-1]} MiB/s" >&2
+done
+
+# --- f. wide-area link: 25 ms each way ---------------------------------------------------------
+if [[ $skip != *,f,* ]]; then
+  "$bin/g2c-delay-proxy" --to "127.0.0.1:$ssh_port" --delay-ms 25 --port-file "$work/p_ssh" &
+  pids+=($!)
+  "$bin/g2c-delay-proxy" --to "127.0.0.1:$ng_port" --delay-ms 25 --port-file "$work/p_web" &
+  pids+=($!)
+  wait_for "[ -s $work/p_ssh ] && [ -s $work/p_web ]"
+  wan_reg=$(register "$work/wan.toml" "web=127.0.0.1:$ng_port")
+  sed -i "s/^ssh_port = .*/ssh_port = $(cat "$work/p_ssh")/" "$work/wan.toml"
+  printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/wan.toml"
+  wan_key=$(gw key create --registration "$wan_reg")
+  G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$bin/g2c-agent" -c "$work/wan.toml" run 2>"$work/wan.log" &
+  pids+=($!)
+  wait_for "curl -sf -o /dev/null -H 'G2C-Key: $wan_key' http://$http/r/$wan_reg/1k"
+  for r in $(seq 1 "$rounds"); do
+    d_wan+=("$(curl_speed "http://127.0.0.1:$(cat "$work/p_web")/256m")")
+    t_wan+=("$(key=$wan_key curl_speed "http://$http/r/$wan_reg/256m")")
+    echo "round $r: 50 ms RTT bulk ${d_wan[-1]} / ${t_wan[-1]} MiB/s" >&2
+  done
+fi
+
+# --- e. 1,000 idle agents ----------------------------------------------------------------------
+per_agent="skipped"
+if [[ $skip != *,e,* ]]; then
+  n=1000
+  before=$(rss_kib "$gw_pid")
+  idle_token=$(gw token create --uses $n --ttl 1h)
+  "$bin/g2c-idle-agents" --backchannel "http://$bc" --token "$idle_token" --count $n \
+    --dir "$work/idle" >"$work/idle.out" 2>"$work/idle.err" &
+  idle_pid=$!
+  pids+=($idle_pid)
+  wait_for "grep -q '^connected' $work/idle.out || ! kill -0 $idle_pid 2>/dev/null"
+  grep -q '^connected' "$work/idle.out" || { cat "$work/idle.err" >&2; exit 1; }
+  sleep 3
+  echo "gateway sees $(connected) connected agents" >&2
+  after=$(rss_kib "$gw_pid")
+  per_agent=$(( (after - before) / n ))
+  kill -INT "$idle_pid" 2>/dev/null || true
+fi
+
+# --- d. MySQL ----------------------------------------------------------------------------------
+mysql_line="| MySQL sysbench oltp_read_only, 8 threads | skipped |"
+if [[ $skip != *,d,* ]]; then
+  mysql_line=$(scripts/bench-mysql.sh "$rounds" "$secs" 2>/dev/null | tail -1)
+fi
+
+python3 - "$failures" "$per_agent" "$agent_idle_rss" "$mysql_line" \
+  "${d_rps[*]}" "${t_rps[*]}" "${d_p50[*]}" "${t_p50[*]}" "${d_p99[*]}" "${t_p99[*]}" \
+  "${d_gib[*]}" "${t_gib[*]}" "${d_wan[*]:-}" "${t_wan[*]:-}" <<'PY'
+import re, statistics as st, sys
+failures, per_agent, agent_rss, mysql = sys.argv[1:5]
+cols = [[float(x) for x in a.split()] for a in sys.argv[5:]]
+d_rps, t_rps, d_p50, t_p50, d_p99, t_p99, d_gib, t_gib, d_wan, t_wan = cols
+m = lambda v: st.median(v) if v else float("nan")
+print("| figure | direct | tunnel | ratio / added | target |")
+print("|---|---|---|---|---|")
+print(f"| HTTP req/s, 1 KiB, 32 conns | {m(d_rps):,.0f} | {m(t_rps):,.0f} | {m(t_rps)/m(d_rps):.2f} | ≥ 0.50 |")
+print(f"| latency c=1 p50 (ms) | {m(d_p50):.3f} | {m(t_p50):.3f} | +{m(t_p50)-m(d_p50):.3f} ms | ≤ +0.15 ms |")
+print(f"| latency c=1 p99 (ms) | {m(d_p99):.3f} | {m(t_p99):.3f} | +{m(t_p99)-m(d_p99):.3f} ms | |")
+print(f"| 1 GiB download (MiB/s) | {m(d_gib):.0f} | {m(t_gib):.0f} | {m(t_gib)/m(d_gib):.2f} | ≥ 0.35 |")
+mq = re.search(r"direct (\d+) QPS \| tunnel (\d+) QPS \| ratio ([\d.]+)", mysql)
+if mq:
+    print(f"| MySQL sysbench QPS, 8 threads | {mq.group(1)} | {mq.group(2)} | {mq.group(3)} | ≥ 0.75 |")
+else:
+    print("| MySQL sysbench QPS, 8 threads | skipped | | | ≥ 0.75 |")
+print(f"| gateway RSS per idle agent (1,000 agents) | | {per_agent} KiB | | ≤ 100 KiB |")
+print(f"| one agent's idle RSS | | {int(agent_rss)/1024:.1f} MiB | | |")
+if d_wan:
+    print(f"| 50 ms RTT bulk, 256 MiB (MiB/s) | {m(d_wan):.1f} (plain TCP) | {m(t_wan):.1f} | {m(t_wan)/m(d_wan):.2f} | ≥ 0.80 |")
+print(f"\nfailed requests during load runs: {failures}")
+PY
