@@ -41,6 +41,8 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
 # --- backend: nginx serving 1 KiB, 256 MiB and 1 GiB files ----------------------------------
+# nginx's workers drop to an unprivileged user: they must be able to read the files.
+chmod 0755 "$work"
 mkdir -p "$work/www" "$work/nginx"
 head -c 1024 /dev/urandom >"$work/www/1k"
 truncate -s 256M "$work/www/256m"

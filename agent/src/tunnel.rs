@@ -222,7 +222,11 @@ async fn session(
         .await
         .map_err(|_| TunnelError::Timeout("connecting to the gateway"))??;
 
-    let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Server);
+    let (mux, mut inbound) = mux::spawn(
+        tokio::io::BufWriter::with_capacity(tuning::MUX_WRITE_BUFFER, channel.into_stream())
+            .compat(),
+        Mode::Server,
+    );
     let control = mux
         .open()
         .await

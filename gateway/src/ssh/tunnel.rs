@@ -40,7 +40,11 @@ pub(super) async fn run(
             return;
         }
     };
-    let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Client);
+    let (mux, mut inbound) = mux::spawn(
+        tokio::io::BufWriter::with_capacity(tuning::MUX_WRITE_BUFFER, channel.into_stream())
+            .compat(),
+        Mode::Client,
+    );
     let control = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
         Ok(Some(s)) => s,
         _ => {
