@@ -32,8 +32,7 @@ pub const YAMUX_MAX_STREAMS: usize = 256;
 pub const YAMUX_WINDOW_HEADROOM: usize = 32 * 1024 * 1024;
 /// Receive window across all streams of one tunnel: 256 KiB × max streams (yamux's floor, each
 /// stream's guaranteed minimum) plus the auto-tuning headroom.
-pub const YAMUX_CONNECTION_WINDOW: usize =
-    256 * 1024 * YAMUX_MAX_STREAMS + YAMUX_WINDOW_HEADROOM;
+pub const YAMUX_CONNECTION_WINDOW: usize = 256 * 1024 * YAMUX_MAX_STREAMS + YAMUX_WINDOW_HEADROOM;
 
 /// Interval between control-stream heartbeats.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);

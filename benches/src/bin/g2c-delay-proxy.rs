@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
