@@ -8,6 +8,8 @@
 //!   g2c-delay-proxy --listen 127.0.0.1:0 --to 127.0.0.1:2222 --delay-ms 25 [--port-file F]
 #![forbid(unsafe_code)]
 
+use g2c_benches::arg;
+
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -16,16 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
 
 /// Copy `from` to `to`, holding each chunk back until `delay` after it was read, with at most
 /// `window` bytes in flight.

@@ -5,6 +5,8 @@
 //!   g2c-idle-agents --backchannel http://127.0.0.1:3014 --token T --count 1000 --dir D
 #![forbid(unsafe_code)]
 
+use g2c_benches::arg;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,16 +15,6 @@ use g2c_agent::status::Status;
 use g2c_proto::registration::RegisterRequest;
 use g2c_proto::{sshkeys, ServiceKind};
 use tokio_util::sync::CancellationToken;
-
-fn arg(name: &str) -> Option<String> {
-    let mut args = std::env::args();
-    while let Some(a) = args.next() {
-        if a == name {
-            return args.next();
-        }
-    }
-    None
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -27,6 +27,14 @@ pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// Payload bytes in a polled frame (0 for trailers, errors and the end).
+fn data_len<D: Buf, E>(polled: &Poll<Option<Result<Frame<D>, E>>>) -> u64 {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => frame.data_ref().map_or(0, |d| d.remaining() as u64),
+        _ => 0,
+    }
+}
+
 /// A response body that counts the bytes sent and, when finished or dropped, closes its
 /// request's record (metrics, audit line, in-flight count), so a draining tunnel closes only
 /// after the last response byte left.
@@ -64,11 +72,7 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes += data.remaining() as u64;
-            }
-        }
+        self.bytes += data_len(&polled);
         polled
     }
 
@@ -103,12 +107,7 @@ impl<B: Body + Unpin> Body for Counted<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.count
-                    .fetch_add(data.remaining() as u64, Ordering::Relaxed);
-            }
-        }
+        self.count.fetch_add(data_len(&polled), Ordering::Relaxed);
         polled
     }
 
