@@ -178,6 +178,15 @@ pub struct LimitsConfig {
     /// Seconds between agent heartbeats (and health reports); an agent silent for three
     /// intervals is disconnected.
     pub heartbeat_secs: u64,
+    /// Requests per second admitted per registration (0: no limit); over it callers get 429
+    /// `rate_limited` with `Retry-After`.
+    pub registration_rate_per_sec: u32,
+    /// Burst a registration may send above its rate.
+    pub registration_burst: u32,
+    /// Requests per second admitted per API key (0: no limit).
+    pub key_rate_per_sec: u32,
+    /// Burst an API key may send above its rate.
+    pub key_burst: u32,
 }
 
 impl Default for GatewayConfig {
@@ -240,6 +249,10 @@ impl Default for LimitsConfig {
             port_range_end: 11999,
             upstream_pool_idle_per_agent: 32,
             heartbeat_secs: 10,
+            registration_rate_per_sec: 0,
+            registration_burst: 200,
+            key_rate_per_sec: 0,
+            key_burst: 100,
         }
     }
 }

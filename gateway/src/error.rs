@@ -53,6 +53,14 @@ pub enum ProxyError {
     /// Capacity reached.
     #[error("overloaded, retry later")]
     Overloaded(Option<String>),
+    /// The registration or the API key is over its request rate.
+    #[error("too many requests for registration {registration}; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Registration.
+        registration: String,
+        /// Whole seconds until a request would be admitted.
+        retry_after_secs: u64,
+    },
     /// A bug or resource failure in the gateway.
     #[error("internal gateway error")]
     Internal(String),
@@ -70,6 +78,7 @@ impl ProxyError {
             Self::LocalServiceUnavailable { .. } => code::LOCAL_SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => code::UPSTREAM_TIMEOUT,
             Self::Overloaded(_) => code::OVERLOADED,
+            Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::Internal(_) => code::INTERNAL,
         }
     }
@@ -84,6 +93,7 @@ impl ProxyError {
             Self::AgentOffline(_) | Self::LocalServiceUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,7 +104,8 @@ impl ProxyError {
             Self::Unauthorized
             | Self::Forbidden(_)
             | Self::UnknownRegistration(_)
-            | Self::BadRequest(_) => Party::Caller,
+            | Self::BadRequest(_)
+            | Self::RateLimited { .. } => Party::Caller,
             Self::AgentOffline(_) => Party::Agent,
             Self::LocalServiceUnavailable { .. } | Self::UpstreamTimeout(_) => Party::LocalApp,
             Self::Overloaded(_) | Self::Internal(_) => Party::Gateway,
@@ -108,6 +119,9 @@ impl ProxyError {
             | Self::AgentOffline(r)
             | Self::UpstreamTimeout(r)
             | Self::LocalServiceUnavailable {
+                registration: r, ..
+            }
+            | Self::RateLimited {
                 registration: r, ..
             } => Some(r),
             Self::Overloaded(r) => r.as_deref(),
@@ -124,7 +138,17 @@ impl ProxyError {
             }
             other => other.to_string(),
         };
-        error_response(self.status(), self.code(), message, self.registration())
+        let mut resp = error_response(self.status(), self.code(), message, self.registration());
+        if let Self::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(*retry_after_secs),
+            );
+        }
+        resp
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod hostkey;
 pub mod http;
 pub mod metrics;
+pub mod ratelimit;
 pub mod registry;
 pub mod ssh;
 pub mod store;
@@ -162,6 +163,10 @@ pub struct Shared {
     pub tcp: tcp::TcpPorts,
     /// Request audit log.
     pub audit: audit::AuditLog,
+    /// Request rate per registration.
+    pub registration_rate: ratelimit::RateLimiter,
+    /// Request rate per API key.
+    pub key_rate: ratelimit::RateLimiter,
 }
 
 /// Run the gateway until `shutdown` fires.
@@ -207,6 +212,13 @@ pub async fn run(
         config.limits.upstream_pool_idle_per_agent,
         metrics.clone(),
     );
+    let limits = &config.limits;
+    let registration_rate = ratelimit::RateLimiter::new(
+        f64::from(limits.registration_rate_per_sec),
+        limits.registration_burst,
+    );
+    let key_rate =
+        ratelimit::RateLimiter::new(f64::from(limits.key_rate_per_sec), limits.key_burst);
     let shared = Arc::new(Shared {
         config,
         store,
@@ -220,6 +232,8 @@ pub async fn run(
         metrics,
         tcp: tcp::TcpPorts::default(),
         audit,
+        registration_rate,
+        key_rate,
     });
 
     let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);

@@ -15,6 +15,8 @@ pub const LOCAL_SERVICE_UNAVAILABLE: &str = "local_service_unavailable";
 pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
 /// The gateway or the tunnel is at capacity.
 pub const OVERLOADED: &str = "overloaded";
+/// The registration or API key is over its request rate; retry after `Retry-After` seconds.
+pub const RATE_LIMITED: &str = "rate_limited";
 /// The request is malformed or names no registration.
 pub const BAD_REQUEST: &str = "bad_request";
 /// Something failed inside the gateway itself.

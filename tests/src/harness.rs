@@ -51,6 +51,8 @@ pub struct GatewayOptions {
     pub heartbeat_secs: Option<u64>,
     /// Write the audit log to `audit.log` in the gateway's directory.
     pub audit_file: bool,
+    /// Any further change to the config before the gateway starts.
+    pub configure: Option<fn(&mut GatewayConfig)>,
 }
 
 async fn bind(addr: Option<SocketAddr>) -> TcpListener {
@@ -91,6 +93,9 @@ impl TestGateway {
         }
         if opts.audit_file {
             config.audit.file = Some(dir.path().join("audit.log"));
+        }
+        if let Some(configure) = opts.configure {
+            configure(&mut config);
         }
         let prev = opts.addrs.as_ref();
         let http = bind(prev.and_then(|a| a.http)).await;

@@ -156,3 +156,76 @@ async fn slow_app_is_504() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_rate_limit_is_429_with_retry_after_and_other_registrations_unaffected() {
+    let app = Backend::start().await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        configure: Some(|c| {
+            c.limits.registration_rate_per_sec = 2;
+            c.limits.registration_burst = 5;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let a = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
+        .await;
+    let b = TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
+        .await;
+    let (key_a, key_b) = (gw.key(a.id()).await, gw.key(b.id()).await);
+
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for i in 0..12 {
+        let r = send(
+            gw.http(),
+            routed(Method::GET, a.id(), &format!("/a{i}"), &key_a, ""),
+        )
+        .await;
+        let status = r.status;
+        if status == StatusCode::TOO_MANY_REQUESTS && limited.is_none() {
+            limited = Some(r);
+        }
+        statuses.push(status.as_u16());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    // A burst of 5, plus at most a couple refilled at 2/s while the loop ran.
+    assert!((5..=8).contains(&ok), "{statuses:?}");
+    let limited = limited.expect("some requests were limited");
+    assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry, 1, "a token comes back within 0.5 s at 2/s");
+    assert!(
+        app.seen()
+            .iter()
+            .filter(|s| s.uri.starts_with("/a"))
+            .count()
+            == ok,
+        "limited requests never reached the app"
+    );
+    // Another registration is unaffected.
+    for i in 0..5 {
+        let r = send(
+            gw.http(),
+            routed(Method::GET, b.id(), &format!("/b{i}"), &key_b, ""),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // The limited one recovers once tokens refill.
+    g2c_tests::wait_until(
+        Duration::from_secs(3),
+        "registration A admitted again",
+        || async {
+            send(gw.http(), routed(Method::GET, a.id(), "/again", &key_a, ""))
+                .await
+                .status
+                == StatusCode::OK
+        },
+    )
+    .await;
+}

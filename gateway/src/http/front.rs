@@ -84,6 +84,16 @@ async fn proxy(
     if key_info.registration_id != reg {
         return Err(ProxyError::Forbidden(reg));
     }
+    let limited = shared
+        .registration_rate
+        .check(&reg)
+        .and_then(|()| shared.key_rate.check(&key_info.id));
+    if let Err(wait) = limited {
+        return Err(ProxyError::RateLimited {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            registration: reg,
+        });
+    }
     let session = shared
         .registry
         .get(&reg)
