@@ -95,31 +95,21 @@ pub enum StatusError {
     Protocol(SocketAddr, String),
 }
 
-/// Ask the agent listening on `addr` for its status.
+/// Ask the agent listening on `addr` for its status (3 s for the whole exchange).
 pub async fn fetch_status(addr: SocketAddr) -> Result<crate::status::StatusSnapshot, StatusError> {
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(3),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .map_err(|_| StatusError::NotRunning(addr))?
-    .map_err(|_| StatusError::NotRunning(addr))?;
-    let proto = |e: &dyn std::fmt::Display| StatusError::Protocol(addr, e.to_string());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|_| StatusError::NotRunning(addr))?;
+        let req = Request::get("/v1/status")
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| StatusError::Protocol(addr, e.to_string()))?;
+        crate::register::exchange_json(TokioIo::new(tcp), req)
+            .await
+            .map_err(|e| StatusError::Protocol(addr, e.to_string()))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), exchange)
         .await
-        .map_err(|e| proto(&e))?;
-    tokio::spawn(conn);
-    let req = Request::get("/v1/status")
-        .header(http::header::HOST, "localhost")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| proto(&e))?;
-    let resp = sender.send_request(req).await.map_err(|e| proto(&e))?;
-    if resp.status() != StatusCode::OK {
-        return Err(proto(&resp.status()));
-    }
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .map_err(|e| proto(&e))?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| proto(&e))
+        .map_err(|_| StatusError::Protocol(addr, "no answer within 3 s".into()))?
 }

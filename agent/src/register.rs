@@ -107,9 +107,9 @@ pub async fn register(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| RegisterError::Connect(format!("TLS: {e}")))?;
-            send(TokioIo::new(tls), req).await
+            exchange_json(TokioIo::new(tls), req).await
         } else {
-            send(TokioIo::new(tcp), req).await
+            exchange_json(TokioIo::new(tcp), req).await
         }
     };
     tokio::time::timeout(TIMEOUT, work)
@@ -117,9 +117,15 @@ pub async fn register(
         .map_err(|_| RegisterError::Connect("timed out".into()))?
 }
 
-async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Result<RegisterResponse, RegisterError>
+/// One HTTP/1.1 exchange over `io` expecting a JSON answer of at most 64 KiB; a non-2xx
+/// status becomes [`RegisterError::Refused`] with the gateway's (or agent's) error message.
+pub(crate) async fn exchange_json<I, T>(
+    io: I,
+    req: Request<Full<Bytes>>,
+) -> Result<T, RegisterError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    T: serde::de::DeserializeOwned,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await

@@ -58,6 +58,11 @@ impl Status {
             .map(|d| d.as_secs());
     }
 
+    /// Tunnel sessions that ended (or attempts that failed) since start.
+    pub fn reconnects(&self) -> u64 {
+        self.0.lock().expect("status lock").reconnects
+    }
+
     /// Record a round of local service probes.
     pub fn set_services(&self, services: Vec<g2c_proto::ServiceHealth>) {
         self.0.lock().expect("status lock").services = services;

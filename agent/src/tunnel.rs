@@ -222,11 +222,7 @@ async fn session(
         .await
         .map_err(|_| TunnelError::Timeout("connecting to the gateway"))??;
 
-    let (mux, mut inbound) = mux::spawn(
-        tokio::io::BufWriter::with_capacity(tuning::MUX_WRITE_BUFFER, channel.into_stream())
-            .compat(),
-        Mode::Server,
-    );
+    let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Server);
     let control = mux
         .open()
         .await
@@ -313,7 +309,7 @@ async fn session(
             Some(health) = health_rx.recv() => {
                 status.set_services(health.clone());
                 let report = AgentReport {
-                    reconnects: status.snapshot().reconnects,
+                    reconnects: status.reconnects(),
                     active_streams: streams.len() as u32,
                     services: health,
                 };

@@ -248,7 +248,7 @@ impl Default for LimitsConfig {
             port_range_start: 11000,
             port_range_end: 11999,
             upstream_pool_idle_per_agent: 32,
-            heartbeat_secs: 10,
+            heartbeat_secs: g2c_proto::tuning::HEARTBEAT_INTERVAL.as_secs(),
             registration_rate_per_sec: 0,
             registration_burst: 200,
             key_rate_per_sec: 0,

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use g2c_proto::AgentReport;
+use g2c_proto::{AgentReport, ServiceDecl};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -326,7 +326,7 @@ impl Metrics {
 
     /// An agent left: `g2c_agent_connected` drops to 0; the figures it reported are removed
     /// (they would be stale), keeping the series count bounded by live agents.
-    pub fn agent_down(&self, registration: &str, version: &str, services: &[String]) {
+    pub fn agent_down(&self, registration: &str, version: &str, services: &[ServiceDecl]) {
         self.agent_connected
             .with_label_values(&[registration])
             .set(0);
@@ -338,10 +338,10 @@ impl Metrics {
         for s in services {
             let _ = self
                 .agent_service_up
-                .remove_label_values(&[registration, s]);
+                .remove_label_values(&[registration, &s.name]);
             let _ = self
                 .agent_service_probe
-                .remove_label_values(&[registration, s]);
+                .remove_label_values(&[registration, &s.name]);
         }
     }
 }

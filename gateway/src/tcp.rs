@@ -199,11 +199,11 @@ impl Conn {
             n_read: 0,
             n_written: 0,
         };
-        let (result, up, down) = splice(&session, &self.service, counted, self.peer, self.id).await;
-        let error = match &result {
-            Ok(()) => None,
-            Err(code) => Some(*code),
-        };
+        let mut counted = counted;
+        let error = splice(&session, &self.service, &mut counted, self.peer, self.id)
+            .await
+            .err();
+        let (up, down) = (counted.n_read, counted.n_written);
         if self.shared.audit.enabled() {
             let request_id = format!("tcp-{}", self.id);
             let caller = self.peer.to_string();
@@ -228,18 +228,18 @@ impl Conn {
     }
 }
 
-/// Open a stream for `service`, then copy both ways. Returns the outcome (an error code when the
-/// agent or the local service refused) and the bytes copied up and down.
+/// Open a stream for `service`, then copy both ways (the socket counts the bytes). Fails with
+/// an error code when the agent or the local service refused.
 async fn splice(
     session: &AgentSession,
     service: &str,
-    mut tcp: Counted<TcpStream>,
+    tcp: &mut Counted<TcpStream>,
     peer: SocketAddr,
     id: u64,
-) -> (Result<(), &'static str>, u64, u64) {
+) -> Result<(), &'static str> {
     tune_socket(&tcp.inner);
     let Ok(mut stream) = session.mux.open().await else {
-        return (Err(g2c_proto::error_code::AGENT_OFFLINE), 0, 0);
+        return Err(g2c_proto::error_code::AGENT_OFFLINE);
     };
     let header = StreamHeader::new(service, format!("tcp-{id}"), peer.to_string());
     let ack = tokio::time::timeout(tuning::STREAM_ACK_TIMEOUT, async {
@@ -251,32 +251,30 @@ async fn splice(
         Ok(Ok(Some(Ack::Ok))) => {}
         Ok(Ok(Some(Ack::Error { .. }))) => {
             tracing::info!(?ack, "agent refused the TCP stream");
-            return (Err(g2c_proto::error_code::LOCAL_SERVICE_UNAVAILABLE), 0, 0);
+            return Err(g2c_proto::error_code::LOCAL_SERVICE_UNAVAILABLE);
         }
-        Err(_) => return (Err(g2c_proto::error_code::UPSTREAM_TIMEOUT), 0, 0),
+        Err(_) => return Err(g2c_proto::error_code::UPSTREAM_TIMEOUT),
         other => {
             tracing::info!(?other, "TCP stream failed before the agent answered");
-            return (Err(g2c_proto::error_code::AGENT_OFFLINE), 0, 0);
+            return Err(g2c_proto::error_code::AGENT_OFFLINE);
         }
     }
-    match tokio::io::copy_bidirectional_with_sizes(
-        &mut tcp,
+    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+        tcp,
         &mut stream,
         tuning::SPLICE_BUFFER,
         tuning::SPLICE_BUFFER,
     )
     .await
     {
-        Ok((up, down)) => (Ok(()), up, down),
-        Err(e) => {
-            tracing::debug!(error = %e, "TCP connection ended with an error");
-            (Ok(()), tcp.n_read, tcp.n_written)
-        }
+        tracing::debug!(error = %e, "TCP connection ended with an error");
     }
+    Ok(())
 }
 
-/// A socket that adds what it reads and writes to two counters as the bytes flow (a pooled
-/// database connection may live for days; its traffic must show before it closes).
+/// A socket that adds what it reads and writes to two metric counters as the bytes flow (a
+/// pooled database connection may live for days; its traffic must show before it closes), and
+/// keeps this connection's own totals for its audit line.
 struct Counted<S> {
     inner: S,
     read: IntCounter,

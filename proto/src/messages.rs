@@ -80,9 +80,6 @@ pub enum ControlMessage {
     },
 }
 
-/// Most services one report may describe (the gateway accepts no more in a Hello either).
-pub const MAX_REPORTED_SERVICES: usize = 64;
-
 /// The agent's own figures, relayed by the gateway as per-registration metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

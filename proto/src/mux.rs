@@ -113,6 +113,9 @@ where
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
     let close = CancellationToken::new();
     let done = CancellationToken::new();
+    // yamux writes a frame's header and body separately; buffered, a frame reaches the
+    // transport as one write (one SSH packet), flushed by yamux after every frame.
+    let io = futures::io::BufWriter::with_capacity(tuning::MUX_WRITE_BUFFER, io);
     let conn = yamux::Connection::new(io, cfg, mode);
     let driver = drive(conn, open_rx, inbound_tx, close.clone(), done.clone());
     tokio::spawn(driver.instrument(tracing::debug_span!("yamux", ?mode)));
@@ -129,7 +132,7 @@ where
 type OpenRequest = oneshot::Sender<Result<yamux::Stream, MuxError>>;
 
 async fn drive<T>(
-    mut conn: yamux::Connection<T>,
+    mut conn: yamux::Connection<futures::io::BufWriter<T>>,
     mut open_rx: mpsc::Receiver<OpenRequest>,
     inbound_tx: mpsc::Sender<MuxStream>,
     close: CancellationToken,
@@ -165,7 +168,7 @@ async fn drive<T>(
 
 fn poll_connection<T>(
     cx: &mut std::task::Context<'_>,
-    conn: &mut yamux::Connection<T>,
+    conn: &mut yamux::Connection<futures::io::BufWriter<T>>,
     open_rx: &mut mpsc::Receiver<OpenRequest>,
     pending: &mut VecDeque<OpenRequest>,
     inbound_tx: &mpsc::Sender<MuxStream>,

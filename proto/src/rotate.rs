@@ -131,6 +131,27 @@ mod tests {
     }
 
     #[test]
+    fn a_line_longer_than_the_limit_is_written_whole_in_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut f = RotatingFile::open(&path, 10, 3).unwrap();
+        f.write_line("short").unwrap();
+        let long = "x".repeat(50);
+        f.write_line(&long).unwrap();
+        f.write_line("after").unwrap();
+        f.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.log.2")).unwrap(),
+            "short\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.log.1")).unwrap(),
+            format!("{long}\n")
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+    }
+
+    #[test]
     fn reopening_appends_and_counts_the_existing_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");

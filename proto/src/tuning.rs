@@ -16,7 +16,7 @@ pub const SSH_MAX_PACKET_SIZE: u32 = 65_535;
 /// One maximum-size packet: enough to turn the pieces into one syscall, and small enough that
 /// 1,000 idle tunnels do not pin a quarter of a GiB of touched buffer pages.
 pub const SSH_READ_BUFFER: usize = 64 * 1024;
-/// Write buffer in front of each yamux connection's SSH channel: yamux writes a frame's 12-byte
+/// Write buffer the yamux driver puts in front of its transport: yamux writes a frame's 12-byte
 /// header and its body separately, and russh turns every write into an SSH packet; buffered,
 /// a frame is one packet (half the packets, MACs and wake-ups for small messages).
 pub const MUX_WRITE_BUFFER: usize = 64 * 1024;
@@ -34,7 +34,8 @@ pub const YAMUX_WINDOW_HEADROOM: usize = 32 * 1024 * 1024;
 /// stream's guaranteed minimum) plus the auto-tuning headroom.
 pub const YAMUX_CONNECTION_WINDOW: usize = 256 * 1024 * YAMUX_MAX_STREAMS + YAMUX_WINDOW_HEADROOM;
 
-/// Interval between control-stream heartbeats.
+/// Default interval between control-stream heartbeats (the gateway's `heartbeat_secs`; it
+/// tells each agent the interval in Welcome).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the agent may take to answer a stream header.
 pub const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(10);

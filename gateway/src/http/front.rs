@@ -39,7 +39,7 @@ pub async fn handle(
         peer,
         method.clone(),
         req.uri().path(),
-        String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+        request_id.clone(),
     );
     let mut resp = match proxy(&shared, req, peer, tls, &request_id, &mut record).await {
         Ok(r) => r,
@@ -71,11 +71,20 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let target = route::route(req.headers(), req.uri(), &shared.config.base_domain)?;
     let reg = target.registration;
-    if shared.auth.snapshot().registrations.contains_key(&reg) {
-        record.registration = Some(reg.clone());
-    }
-    let key = route::api_key(req.headers()).ok_or(ProxyError::Unauthorized)?;
-    let (snapshot, key_info) = shared.auth.key(key).await.ok_or(ProxyError::Unauthorized)?;
+    // A refused caller is counted under the registration it named, if that one exists (only
+    // on this path: a success is labelled below without another snapshot).
+    let unauthorized = |record: &mut RequestRecord| {
+        if shared.auth.snapshot().registrations.contains_key(&reg) {
+            record.registration = Some(reg.clone());
+        }
+        ProxyError::Unauthorized
+    };
+    let Some(key) = route::api_key(req.headers()) else {
+        return Err(unauthorized(record));
+    };
+    let Some((snapshot, key_info)) = shared.auth.key(key).await else {
+        return Err(unauthorized(record));
+    };
     record.key_id = Some(key_info.id.clone());
     if !snapshot.registrations.contains_key(&reg) {
         return Err(ProxyError::UnknownRegistration(reg));

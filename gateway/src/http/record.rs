@@ -19,8 +19,9 @@ pub struct RequestRecord {
     started: Instant,
     caller: SocketAddr,
     method: http::Method,
-    path: String,
-    request_id: String,
+    /// Only kept when the audit log is on (no per-request copy otherwise).
+    path: Option<String>,
+    request_id: http::HeaderValue,
     /// Registration it was for; set only once known to exist (bounded metric labels).
     pub registration: Option<String>,
     /// ID of the API key that authenticated it.
@@ -42,16 +43,15 @@ impl RequestRecord {
         caller: SocketAddr,
         method: http::Method,
         path: &str,
-        request_id: String,
+        request_id: http::HeaderValue,
     ) -> Self {
-        let mut path = path.to_owned();
-        if path.len() > MAX_AUDIT_PATH {
-            let mut cut = MAX_AUDIT_PATH;
+        let path = shared.audit.enabled().then(|| {
+            let mut cut = path.len().min(MAX_AUDIT_PATH);
             while !path.is_char_boundary(cut) {
                 cut -= 1;
             }
-            path.truncate(cut);
-        }
+            path[..cut].to_owned()
+        });
         Self {
             shared,
             started: Instant::now(),
@@ -89,14 +89,14 @@ impl RequestRecord {
                 key_id: self.key_id.as_deref(),
                 caller: self.caller.to_string(),
                 method: Some(self.method.as_str()),
-                path: Some(&self.path),
+                path: self.path.as_deref(),
                 service: None,
                 status: Some(self.status),
                 bytes_in,
                 bytes_out,
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 error: self.error,
-                request_id: &self.request_id,
+                request_id: &String::from_utf8_lossy(self.request_id.as_bytes()),
             });
         }
     }

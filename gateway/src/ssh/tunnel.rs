@@ -40,11 +40,7 @@ pub(super) async fn run(
             return;
         }
     };
-    let (mux, mut inbound) = mux::spawn(
-        tokio::io::BufWriter::with_capacity(tuning::MUX_WRITE_BUFFER, channel.into_stream())
-            .compat(),
-        Mode::Client,
-    );
+    let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Client);
     let control = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
         Ok(Some(s)) => s,
         _ => {
@@ -135,8 +131,7 @@ pub(super) async fn run(
     session.close("tunnel ended");
     if shared.registry.get(&reg.id).is_none() {
         shared.tcp.close_registration(&reg.id);
-        let services: Vec<String> = session.services.iter().map(|s| s.name.clone()).collect();
-        metrics.agent_down(&reg.id, &session.agent_version, &services);
+        metrics.agent_down(&reg.id, &session.agent_version, &session.services);
     }
     metrics.agents_connected.set(shared.registry.len() as i64);
     tracing::info!(session = session.id, "agent disconnected");
@@ -231,8 +226,7 @@ async fn control_loop(
                     }
                 }
                 Ok(Some(ControlMessage::Report { mut report })) => {
-                    // Only services the agent announced, so a report cannot mint label values.
-                    report.services.retain(|s| session.services.iter().any(|d| d.name == s.name));
+                    announced_only(&mut report, &session.services);
                     shared.metrics.agent_report(reg, &report);
                 }
                 Ok(Some(ControlMessage::Draining)) => return ControlEnd::Draining,
@@ -245,5 +239,41 @@ async fn control_loop(
             },
             _ = session.mux.closed() => return ControlEnd::Closed,
         }
+    }
+}
+
+/// Keep only the services the agent announced in its Hello, so a (hostile) report cannot mint
+/// metric label values.
+fn announced_only(report: &mut g2c_proto::AgentReport, announced: &[ServiceDecl]) {
+    report
+        .services
+        .retain(|s| announced.iter().any(|d| d.name == s.name));
+}
+
+#[cfg(test)]
+mod tests {
+    use g2c_proto::{AgentReport, ServiceDecl, ServiceHealth, ServiceKind};
+
+    #[test]
+    fn a_report_cannot_name_services_the_agent_did_not_announce() {
+        let health = |name: &str| ServiceHealth {
+            name: name.into(),
+            healthy: true,
+            latency_us: 1,
+        };
+        let mut report = AgentReport {
+            reconnects: 0,
+            active_streams: 0,
+            services: (0..10_000)
+                .map(|i| health(&format!("evil-{i}")))
+                .chain([health("db")])
+                .collect(),
+        };
+        let announced = [ServiceDecl {
+            name: "db".into(),
+            kind: ServiceKind::Tcp,
+        }];
+        super::announced_only(&mut report, &announced);
+        assert_eq!(report.services, vec![health("db")]);
     }
 }
