@@ -28,6 +28,8 @@ apt_install prometheus
 # systemd-analyze verifies the generated agent unit; npm packs and installs the npm tarballs.
 command -v systemd-analyze >/dev/null || apt_install systemd
 command -v npm >/dev/null || apt_install npm
+# A real headless browser for the agent GUI tests (WebDriver through Debian's chromedriver).
+apt_install chromium chromium-driver
 command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 

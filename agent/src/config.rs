@@ -207,6 +207,13 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     }
 }
 
+/// Whether the private key file can be read and parsed (before a config naming it is saved).
+pub fn check_key_file(path: &Path) -> Result<(), ConfigError> {
+    g2c_proto::sshkeys::read_private_key(path)
+        .map(|_| ())
+        .map_err(|e| invalid("key_file", e.to_string()))
+}
+
 /// Whether `addr` looks like `host:port` with a valid port.
 pub fn valid_host_port(addr: &str) -> bool {
     match addr.rsplit_once(':') {
@@ -232,12 +239,57 @@ impl AgentConfig {
         })?;
         let mut cfg = Self::from_toml(&text, path)?;
         cfg.validate()?;
-        if cfg.key_file.is_relative() {
+        cfg.resolve_paths(path);
+        Ok(cfg)
+    }
+
+    /// Resolve a relative `key_file` against the directory of the config file at `path`.
+    pub fn resolve_paths(&mut self, path: &Path) {
+        if self.key_file.is_relative() {
             if let Some(dir) = path.parent() {
-                cfg.key_file = dir.join(&cfg.key_file);
+                self.key_file = dir.join(&self.key_file);
             }
         }
-        Ok(cfg)
+    }
+
+    /// The top-level sections that differ between `self` and `other`.
+    pub fn changed_sections(&self, other: &Self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |name: &str, changed: bool| {
+            if changed {
+                out.push(name.to_owned());
+            }
+        };
+        diff(
+            "registration_id",
+            self.registration_id != other.registration_id,
+        );
+        diff("key_file", self.key_file != other.key_file);
+        diff("gateway", self.gateway != other.gateway);
+        diff("services", self.services != other.services);
+        diff("reconnect", self.reconnect != other.reconnect);
+        diff("log", self.log != other.log);
+        diff("local_api", self.local_api != other.local_api);
+        out
+    }
+
+    /// Whether going from `self` to `other` needs a new tunnel session: a different gateway
+    /// or identity, or a different set of announced services (the Hello names them). A changed
+    /// local address or health check applies to the running session.
+    pub fn needs_new_session(&self, other: &Self) -> bool {
+        let announced = |c: &Self| {
+            let mut v: Vec<_> = c
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.kind))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        self.registration_id != other.registration_id
+            || self.key_file != other.key_file
+            || self.gateway != other.gateway
+            || announced(self) != announced(other)
     }
 
     /// Write the config as TOML, atomically (temp file + rename), mode 0600.

@@ -17,6 +17,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn probe_all(services: &ServiceMap) -> Vec<ServiceHealth> {
     let probes = services
         .values()
+        .map(|s| &s.config)
         .filter(|s| s.probed())
         .map(|s| async move {
             let started = Instant::now();
@@ -50,5 +51,63 @@ pub async fn probe_loop(
         if tx.send(round).await.is_err() {
             return;
         }
+    }
+}
+
+/// Test one service now, as the GUI's "test" button does: for `http` services an HTTP
+/// `GET /` whose status line is reported, for `tcp` services a TCP connect.
+pub async fn test_service(service: &crate::config::ServiceConfig) -> crate::status::ProbeResult {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(PROBE_TIMEOUT, async {
+        let mut tcp = TcpStream::connect(&service.local)
+            .await
+            .map_err(|e| format!("connect to {}: {e}", service.local))?;
+        if service.kind != g2c_proto::ServiceKind::Http {
+            return Ok::<_, String>((true, "TCP connect ok".to_owned()));
+        }
+        http_status(&mut tcp, &service.local).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
+    let (healthy, detail) = outcome.unwrap_or_else(|e| (false, e));
+    crate::status::ProbeResult {
+        name: service.name.clone(),
+        healthy,
+        latency_us: started.elapsed().as_micros() as u64,
+        detail,
+        at: 0,
+    }
+}
+
+/// Send `GET /` and read the status line: healthy below 500.
+async fn http_status(tcp: &mut TcpStream, host: &str) -> Result<(bool, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: g2c-agent-test\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        let n = tcp.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    match line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        Some(code) if line.starts_with("HTTP/") => Ok((code < 500, format!("HTTP {code}"))),
+        _ => Err(format!(
+            "not an HTTP answer: {:?}",
+            line.chars().take(60).collect::<String>()
+        )),
     }
 }

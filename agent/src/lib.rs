@@ -4,6 +4,8 @@
 
 pub mod backoff;
 pub mod config;
+pub mod control;
+pub mod gui;
 pub mod health;
 pub mod local_api;
 pub mod logging;
@@ -30,6 +32,18 @@ pub enum AgentError {
     /// The private key is unusable.
     #[error(transparent)]
     Key(#[from] g2c_proto::sshkeys::KeyFileError),
+    /// The GUI's login secret file cannot be read or created.
+    #[error("GUI secret file: {0}")]
+    Secret(std::io::Error),
+}
+
+/// How a run of the agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// `shutdown` fired.
+    Shutdown,
+    /// A restart was requested (GUI): reload the config and run again.
+    Restart,
 }
 
 /// Run the agent until `shutdown` fires; returns after in-flight streams drained.
@@ -38,44 +52,52 @@ pub async fn run(
     status: Arc<status::Status>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    run_with(config, status, shutdown, None).await
+    config.validate()?;
+    let control = control::Control::new(config, status, None, None).map_err(AgentError::Secret)?;
+    run_with(control, shutdown, None).await.map(|_| ())
 }
 
-/// [`run`], also recording the local API's bound address in `api_addr_file` (what
-/// `g2c-agent status` reads).
+/// One run of the agent under `control`: the local API/GUI and the tunnel, until `shutdown`
+/// fires or a restart is requested. Records the local API's bound address in `api_addr_file`
+/// (what `g2c-agent status` reads).
 pub async fn run_with(
-    config: AgentConfig,
-    status: Arc<status::Status>,
+    control: Arc<control::Control>,
     shutdown: CancellationToken,
     api_addr_file: Option<std::path::PathBuf>,
-) -> Result<(), AgentError> {
+) -> Result<Exit, AgentError> {
+    let config = control.config();
     config.validate()?;
-    let key = g2c_proto::sshkeys::read_private_key(&config.key_file)?;
-    // The tunnel matters more than the status API: if its port is taken, say so and go on.
-    let api = match tokio::net::TcpListener::bind(config.local_api.listen).await {
+    g2c_proto::sshkeys::read_private_key(&config.key_file)?;
+    let run = control.begin_run(&shutdown);
+    // The tunnel matters more than the GUI: if its port is taken, say so and go on.
+    let api = match gui::bind(&config.local_api).await {
         Ok(listener) => {
             if let (Some(file), Ok(addr)) = (&api_addr_file, listener.local_addr()) {
                 if let Err(e) = std::fs::write(file, addr.to_string()) {
                     tracing::warn!(file = %file.display(), error = %e, "cannot record the local API address");
                 }
             }
-            Some(tokio::spawn(local_api::serve(
+            Some(tokio::spawn(gui::serve(
                 listener,
-                status.clone(),
-                shutdown.clone(),
+                control.clone(),
+                run.clone(),
             )))
         }
         Err(e) => {
-            tracing::error!(addr = %config.local_api.listen, error = %e, "local API not available");
+            tracing::error!(addr = %config.local_api.listen, error = %e, "local API and GUI not available");
             None
         }
     };
-    tunnel::run(config, key, status, shutdown).await;
+    tunnel::run(control.clone(), run).await;
     if let Some(api) = api {
         api.abort();
+        let _ = api.await;
     }
     if let Some(file) = api_addr_file {
         let _ = std::fs::remove_file(file);
     }
-    Ok(())
+    if control.take_restart() && !shutdown.is_cancelled() {
+        return Ok(Exit::Restart);
+    }
+    Ok(Exit::Shutdown)
 }

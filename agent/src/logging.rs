@@ -30,6 +30,22 @@ impl RotatingWriter {
     }
 }
 
+/// The file writer of this process, once `init` opened one (for `reconfigure`).
+static FILE_WRITER: std::sync::OnceLock<RotatingWriter> = std::sync::OnceLock::new();
+
+/// Apply new log settings to the running process: the files move to the new directory and
+/// limits. Fails when file logging was never set up (then only a restart applies them).
+pub fn reconfigure(config: &LogConfig) -> io::Result<()> {
+    let writer = FILE_WRITER
+        .get()
+        .ok_or_else(|| io::Error::other("file logging is not active"))?;
+    let dir = config.dir();
+    std::fs::create_dir_all(&dir)?;
+    let file = RotatingFile::open(&dir.join(LOG_FILE), config.max_bytes, config.max_files)?;
+    *writer.0.lock().map_err(|_| io::Error::other("log lock"))? = file;
+    Ok(())
+}
+
 impl Write for RotatingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
@@ -77,7 +93,10 @@ pub fn init(config: Option<&LogConfig>) -> Option<PathBuf> {
     });
     let (path, file_layer) = match file {
         Some((path, w)) => (
-            Some(path),
+            {
+                let _ = FILE_WRITER.set(w.clone());
+                Some(path)
+            },
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)

@@ -62,6 +62,15 @@ enum Command {
     /// Ask the running agent whether its tunnel is up (and since when, to which gateway, the
     /// last error).
     Status,
+    /// Open the local GUI in the default browser (or print its address where there is none).
+    Gui {
+        /// Print the login secret (kept beside the config, mode 0600) and exit.
+        #[arg(long)]
+        show_secret: bool,
+        /// Print the address only; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// Install and control the agent as an OS service (systemd, launchd, Windows).
     Service {
         #[command(subcommand)]
@@ -167,11 +176,13 @@ impl Cli {
 }
 
 /// `g2c-agent run`: load the config (a bad field is fatal and named), log to stderr and the
-/// rotating files, serve the local API, run the tunnel until SIGTERM / Ctrl-C / `stop`.
+/// rotating files, serve the local API and GUI, run the tunnel until SIGTERM / Ctrl-C / `stop`.
+/// A restart asked for in the GUI reloads the config file and runs again in this process.
 async fn run_agent(config_path: PathBuf, stop: Option<CancellationToken>) -> Result<()> {
     let mut config = AgentConfig::load(&config_path)?;
-    if let Some(dir) = std::env::var_os("G2C_LOG_DIR") {
-        config.log.dir = Some(dir.into());
+    let log_dir_override = std::env::var_os("G2C_LOG_DIR").map(PathBuf::from);
+    if log_dir_override.is_some() {
+        config.log.dir = log_dir_override.clone();
     }
     let log_file = g2c_agent::logging::init(Some(&config.log));
     let status = Arc::new(Status::new(
@@ -186,22 +197,104 @@ async fn run_agent(config_path: PathBuf, stop: Option<CancellationToken>) -> Res
         log_file = ?log_file,
         "agent starting"
     );
+    let control = g2c_agent::control::Control::new(
+        config,
+        status,
+        Some(config_path.clone()),
+        log_dir_override,
+    )
+    .with_context(|| {
+        format!(
+            "GUI secret file {}",
+            g2c_agent::gui::auth::secret_file(&config_path).display()
+        )
+    })?;
     let api_file = g2c_agent::local_api::addr_file(&config_path);
-    g2c_agent::run_with(config, status, shutdown, Some(api_file)).await?;
+    while g2c_agent::run_with(control.clone(), shutdown.clone(), Some(api_file.clone())).await?
+        == g2c_agent::Exit::Restart
+    {
+        match control.reload_from_file() {
+            Ok(()) => tracing::info!("agent restarting with the config file"),
+            Err(e) => {
+                tracing::error!(error = %e, "config file unusable; restarting with the previous config")
+            }
+        }
+    }
     tracing::info!("agent stopped");
     Ok(())
 }
 
-/// `g2c-agent status`: what the running agent says about itself.
-async fn print_status(config_path: &std::path::Path, json: bool) -> Result<()> {
+/// Where the running agent's API listens: the address it recorded, else the configured one.
+fn api_addr(config_path: &std::path::Path) -> Result<std::net::SocketAddr> {
     let recorded = std::fs::read_to_string(g2c_agent::local_api::addr_file(config_path))
         .ok()
         .and_then(|t| t.trim().parse().ok());
-    let addr = match recorded {
+    Ok(match recorded {
         Some(a) => a,
         None => AgentConfig::load(config_path)?.local_api.listen,
+    })
+}
+
+/// The GUI secret beside the config (readable by the agent's own user only).
+fn read_secret(config_path: &std::path::Path) -> Result<String> {
+    let path = g2c_agent::gui::auth::secret_file(config_path);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the GUI secret {} (run as the agent's user or an administrator; the agent creates it at first start)",
+            path.display()
+        )
+    })?;
+    Ok(text.trim().to_owned())
+}
+
+/// `g2c-agent gui`: print the secret, or open (print) the page.
+fn gui(config_path: &std::path::Path, show_secret: bool, no_open: bool) -> Result<()> {
+    if show_secret {
+        println!("{}", read_secret(config_path)?);
+        return Ok(());
+    }
+    let url = g2c_agent::gui::url(api_addr(config_path)?);
+    println!("Ground2Cloud agent GUI: {url}");
+    println!("log in with the secret from: g2c-agent gui --show-secret");
+    // The page logs itself in from the fragment (never sent to the server, stripped at once).
+    let with_login = match read_secret(config_path) {
+        Ok(secret) => format!("{url}#secret={secret}"),
+        Err(_) => url.clone(),
     };
-    let s = g2c_agent::local_api::fetch_status(addr).await?;
+    if !no_open && !open_browser(&with_login) {
+        println!("(no browser could be started here; open the address above on this machine)");
+    }
+    Ok(())
+}
+
+/// Start the desktop's browser on `url`; false when there is no desktop or no opener.
+fn open_browser(url: &str) -> bool {
+    let mut cmd = if cfg!(windows) {
+        let mut c = std::process::Command::new("cmd");
+        c.args(["/C", "start", "", url]);
+        c
+    } else if cfg!(target_os = "macos") {
+        let mut c = std::process::Command::new("open");
+        c.arg(url);
+        c
+    } else {
+        if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+            return false;
+        }
+        let mut c = std::process::Command::new("xdg-open");
+        c.arg(url);
+        c
+    };
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `g2c-agent status`: what the running agent says about itself.
+async fn print_status(config_path: &std::path::Path, json: bool) -> Result<()> {
+    let addr = api_addr(config_path)?;
+    let s = g2c_agent::local_api::fetch_status(addr, &read_secret(config_path)?).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -222,6 +315,13 @@ async fn print_status(config_path: &std::path::Path, json: bool) -> Result<()> {
     println!(
         "last error:    {}",
         s.last_error.as_deref().unwrap_or("none")
+    );
+    if let Some(rtt) = s.rtt_us {
+        println!("control rtt:   {:.2} ms", rtt as f64 / 1000.0);
+    }
+    println!(
+        "streams:       {} active; {} B in, {} B out",
+        s.active_streams, s.bytes_in, s.bytes_out
     );
     for h in &s.services {
         println!(
@@ -362,6 +462,10 @@ async fn async_main(cli: Cli) -> Result<()> {
         }
         Command::Run { .. } => run_agent(config_path, None).await?,
         Command::Status => print_status(&config_path, cli.json).await?,
+        Command::Gui {
+            show_secret,
+            no_open,
+        } => gui(&config_path, show_secret, no_open)?,
         Command::Service { op } => service_op(op, &config_path, cli.json)?,
         Command::Config {
             op: ConfigOp::Check,

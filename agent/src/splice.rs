@@ -10,14 +10,53 @@ use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::MuxStream;
 use g2c_proto::{tuning, Ack, AckCode, StreamHeader, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 
 /// How long the gateway has to send the header of a stream it opened.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A configured service as the running session serves it.
+#[derive(Debug, Clone)]
+pub struct LiveService {
+    /// Its configuration.
+    pub config: ServiceConfig,
+    /// Cancelled when the service is changed or removed live: its open streams (pooled
+    /// upstream connections included) close, so no traffic keeps going to the old address.
+    pub retired: CancellationToken,
+}
+
 /// Services by name, as configured locally.
-pub type ServiceMap = HashMap<String, ServiceConfig>;
+pub type ServiceMap = HashMap<String, LiveService>;
+
+/// The map for `services`, keeping the streams of unchanged services and retiring (closing)
+/// those of services that changed or went away since `previous`.
+pub fn service_map(services: &[ServiceConfig], previous: Option<&ServiceMap>) -> ServiceMap {
+    let map: ServiceMap = services
+        .iter()
+        .map(|s| {
+            let retired = previous
+                .and_then(|p| p.get(&s.name))
+                .filter(|old| old.config == *s)
+                .map(|old| old.retired.clone())
+                .unwrap_or_default();
+            (
+                s.name.clone(),
+                LiveService {
+                    config: s.clone(),
+                    retired,
+                },
+            )
+        })
+        .collect();
+    for (name, old) in previous.into_iter().flatten() {
+        if map.get(name).is_none_or(|new| new.config != old.config) {
+            old.retired.cancel();
+        }
+    }
+    map
+}
 
 /// Serve one stream opened by the gateway. Returns the bytes copied (to app, from app).
 pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> Option<(u64, u64)> {
@@ -48,7 +87,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
         .await;
         return None;
     }
-    let Some(service) = services.get(&header.service) else {
+    let Some(live) = services.get(&header.service) else {
         refuse(
             &mut stream,
             AckCode::UnknownService,
@@ -57,6 +96,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
         .await;
         return None;
     };
+    let service = &live.config;
     let local = match tokio::time::timeout(
         tuning::LOCAL_CONNECT_TIMEOUT,
         TcpStream::connect(&service.local),
@@ -89,17 +129,22 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
         return None;
     }
     let mut local = local;
-    match tokio::io::copy_bidirectional_with_sizes(
+    let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut stream,
         &mut local,
         tuning::SPLICE_BUFFER,
         tuning::SPLICE_BUFFER,
-    )
-    .await
-    {
-        Ok(counts) => Some(counts),
-        Err(e) => {
-            tracing::debug!(service = %service.name, error = %e, "stream ended with an error");
+    );
+    tokio::select! {
+        r = copy => match r {
+            Ok(counts) => Some(counts),
+            Err(e) => {
+                tracing::debug!(service = %service.name, error = %e, "stream ended with an error");
+                None
+            }
+        },
+        _ = live.retired.cancelled() => {
+            tracing::info!(service = %service.name, "service changed; closing its open stream");
             None
         }
     }

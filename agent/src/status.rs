@@ -1,8 +1,24 @@
 //! What the running agent knows about its own tunnel, shared between the tunnel loop and
-//! whatever reports it (logs now; the local status API and GUI later).
+//! whatever reports it: the logs, the local API (`g2c-agent status`) and the GUI.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
+
+/// One local service's latest check, as the GUI shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeResult {
+    /// Service name.
+    pub name: String,
+    /// Whether the service answered.
+    pub healthy: bool,
+    /// How long the check took, microseconds.
+    pub latency_us: u64,
+    /// What was seen: `HTTP 200`, `TCP connect ok`, or the error.
+    pub detail: String,
+    /// Unix seconds of the check.
+    pub at: u64,
+}
 
 /// A point-in-time copy of the agent's state.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -25,54 +41,132 @@ pub struct StatusSnapshot {
     pub pid: u32,
     /// Local services' health from the latest probe round.
     pub services: Vec<g2c_proto::ServiceHealth>,
+    /// Latest on-demand test per service (the GUI's "test" button).
+    #[serde(default)]
+    pub tests: Vec<ProbeResult>,
+    /// Round-trip time of the latest control-stream heartbeat, microseconds.
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
+    /// Streams being served now.
+    #[serde(default)]
+    pub active_streams: u64,
+    /// Bytes carried from the gateway to local services (finished streams).
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Bytes carried from local services to the gateway (finished streams).
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 /// Shared, updatable status.
 #[derive(Debug, Default)]
-pub struct Status(Mutex<StatusSnapshot>);
+pub struct Status {
+    state: Mutex<StatusSnapshot>,
+    active: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// Counts one stream as active while it lives.
+pub struct StreamGuard<'a>(&'a Status);
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn now_secs() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
 
 impl Status {
     /// New status for a gateway and registration.
     pub fn new(gateway: String, registration_id: String) -> Self {
-        Self(Mutex::new(StatusSnapshot {
-            gateway,
-            registration_id,
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
+        Self {
+            state: Mutex::new(StatusSnapshot {
+                gateway,
+                registration_id,
+                version: env!("CARGO_PKG_VERSION").into(),
+                pid: std::process::id(),
+                ..Default::default()
+            }),
             ..Default::default()
-        }))
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusSnapshot> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Copy out the current state.
     pub fn snapshot(&self) -> StatusSnapshot {
-        self.0.lock().expect("status lock").clone()
+        let mut s = self.lock().clone();
+        s.active_streams = self.active.load(Ordering::Relaxed);
+        s.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        s.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Which gateway and registration the agent is (re)connecting as; changes with the config.
+    pub fn set_identity(&self, gateway: String, registration_id: String) {
+        let mut s = self.lock();
+        s.gateway = gateway;
+        s.registration_id = registration_id;
     }
 
     /// The tunnel is up.
     pub fn set_connected(&self) {
-        let mut s = self.0.lock().expect("status lock");
+        let mut s = self.lock();
         s.connected = true;
-        s.connected_since = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
+        s.connected_since = now_secs();
     }
 
     /// Tunnel sessions that ended (or attempts that failed) since start.
     pub fn reconnects(&self) -> u64 {
-        self.0.lock().expect("status lock").reconnects
+        self.lock().reconnects
     }
 
     /// Record a round of local service probes.
     pub fn set_services(&self, services: Vec<g2c_proto::ServiceHealth>) {
-        self.0.lock().expect("status lock").services = services;
+        self.lock().services = services;
+    }
+
+    /// Record an on-demand service test (replacing the previous one for that service).
+    pub fn set_test(&self, mut result: ProbeResult) {
+        result.at = now_secs().unwrap_or(0);
+        let mut s = self.lock();
+        s.tests.retain(|t| t.name != result.name);
+        s.tests.push(result);
+        s.tests.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Record a heartbeat round trip.
+    pub fn set_rtt(&self, rtt: std::time::Duration) {
+        self.lock().rtt_us = Some(rtt.as_micros() as u64);
+    }
+
+    /// Count a stream as active until the guard drops.
+    pub fn stream_started(&self) -> StreamGuard<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self)
+    }
+
+    /// Add a finished stream's bytes (to the app, from the app).
+    pub fn add_bytes(&self, to_app: u64, from_app: u64) {
+        self.bytes_in.fetch_add(to_app, Ordering::Relaxed);
+        self.bytes_out.fetch_add(from_app, Ordering::Relaxed);
     }
 
     /// The tunnel is down (or never came up) because of `error`.
     pub fn set_disconnected(&self, error: Option<String>) {
-        let mut s = self.0.lock().expect("status lock");
+        let mut s = self.lock();
         s.connected = false;
         s.connected_since = None;
+        s.rtt_us = None;
         s.reconnects += 1;
         if error.is_some() {
             s.last_error = error;

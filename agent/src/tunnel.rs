@@ -11,7 +11,7 @@ use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::{self, Mode, Mux};
 use g2c_proto::{sshkeys, tuning, AgentReport, ControlMessage, ServiceDecl, PROTOCOL_VERSION};
 use russh::client::{self, Msg};
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::Channel;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -21,8 +21,8 @@ use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
-use crate::splice::{serve_stream, ServiceMap};
-use crate::status::Status;
+use crate::control::Control;
+use crate::splice::{serve_stream, service_map, ServiceMap};
 
 /// How long one connection attempt (TCP + SSH handshake + auth + forward) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -110,46 +110,50 @@ impl client::Handler for ClientHandler {
     }
 }
 
+/// Why a session ended without an error.
+enum SessionEnd {
+    /// Shutdown, or the gateway closed the tunnel.
+    Closed,
+    /// A reconnect was asked for (GUI, or a config change that needs a new session): connect
+    /// again at once.
+    Reconnect(&'static str),
+}
+
 /// Run the agent's tunnel until `shutdown` fires. Never returns because the gateway is down.
-pub async fn run(
-    config: AgentConfig,
-    key: PrivateKey,
-    status: Arc<Status>,
-    shutdown: CancellationToken,
-) {
-    let key = Arc::new(key);
-    let services: Arc<ServiceMap> = Arc::new(
-        config
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.clone()))
-            .collect(),
-    );
-    let r = &config.reconnect;
-    let mut backoff = Backoff::new(
-        Duration::from_millis(r.initial_delay_ms),
-        Duration::from_millis(r.max_delay_ms),
-    );
-    let stable = Duration::from_secs(r.stable_after_secs);
-    let gateway = format!("{}:{}", config.gateway.ssh_host, config.gateway.ssh_port);
+/// Follows the live configuration in `control`: each session uses the config of its start.
+pub async fn run(control: Arc<Control>, shutdown: CancellationToken) {
+    let status = control.status().clone();
+    let mut reconnects = control.subscribe_reconnect();
+    let mut config = control.config();
+    let mut backoff = backoff_for(&config);
     loop {
+        config = control.config();
+        let gateway = format!("{}:{}", config.gateway.ssh_host, config.gateway.ssh_port);
+        status.set_identity(gateway.clone(), config.registration_id.clone());
         let started = Instant::now();
         let span = tracing::info_span!("session", registration = %config.registration_id, %gateway);
-        let result = session(&config, key.clone(), services.clone(), &status, &shutdown)
-            .instrument(span)
-            .await;
+        let result = session(&control, &config, &shutdown).instrument(span).await;
         if shutdown.is_cancelled() {
             status.set_disconnected(None);
             return;
         }
-        let error = result.err().map(|e| e.to_string());
+        let error = match result {
+            Ok(SessionEnd::Reconnect(why)) => {
+                tracing::info!(%gateway, reason = why, "reconnecting now");
+                status.set_disconnected(None);
+                backoff = backoff_for(&control.config());
+                continue;
+            }
+            Ok(SessionEnd::Closed) => None,
+            Err(e) => Some(e.to_string()),
+        };
         match &error {
             Some(e) => tracing::warn!(%gateway, error = %e, "tunnel down"),
             None => tracing::warn!(%gateway, "tunnel closed by the gateway"),
         }
         status.set_disconnected(error);
-        if started.elapsed() >= stable {
-            backoff.reset();
+        if started.elapsed() >= Duration::from_secs(config.reconnect.stable_after_secs) {
+            backoff = backoff_for(&control.config());
         }
         let delay = backoff.next_delay();
         tracing::info!(
@@ -157,21 +161,39 @@ pub async fn run(
             delay_ms = delay.as_millis() as u64,
             "reconnecting after delay"
         );
+        reconnects.mark_unchanged();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            _ = reconnects.changed() => { backoff = backoff_for(&control.config()); }
             _ = shutdown.cancelled() => { return; }
         }
     }
 }
 
+fn backoff_for(config: &AgentConfig) -> Backoff {
+    let r = &config.reconnect;
+    Backoff::new(
+        Duration::from_millis(r.initial_delay_ms),
+        Duration::from_millis(r.max_delay_ms),
+    )
+}
+
 /// One connection: returns when the tunnel ends (Ok if closed by shutdown or the gateway).
 async fn session(
+    control: &Control,
     config: &AgentConfig,
-    key: Arc<PrivateKey>,
-    services: Arc<ServiceMap>,
-    status: &Status,
     shutdown: &CancellationToken,
-) -> Result<(), TunnelError> {
+) -> Result<SessionEnd, TunnelError> {
+    let status = control.status();
+    let mut reconnects = control.subscribe_reconnect();
+    let mut config_changes = control.subscribe_config();
+    reconnects.mark_unchanged();
+    config_changes.mark_unchanged();
+    let mut services = Arc::new(service_map(&config.services, None));
+    let key = Arc::new(
+        sshkeys::read_private_key(&config.key_file)
+            .map_err(|e| TunnelError::Control(e.to_string()))?,
+    );
     let g = &config.gateway;
     let pinned =
         sshkeys::parse_public(&g.host_key).map_err(|e| TunnelError::Control(e.to_string()))?;
@@ -240,6 +262,7 @@ async fn session(
             })
             .collect(),
     };
+    let hello_sent = Instant::now();
     let welcome = tokio::time::timeout(Duration::from_secs(10), async {
         write_frame(&mut write, &hello).await?;
         read_frame::<ControlMessage, _>(&mut read).await
@@ -256,20 +279,29 @@ async fn session(
         }
         other => return Err(TunnelError::Control(format!("unexpected answer {other:?}"))),
     };
+    status.set_rtt(hello_sent.elapsed());
     status.set_connected();
     tracing::info!(services = config.services.len(), "tunnel up");
 
-    // Control reader: acks advance `last_ack`; GoAway or EOF ends the session.
+    // Control reader: acks advance `last_ack` (and give the round-trip time); GoAway or EOF
+    // ends the session.
     let last_ack = Arc::new(AtomicU64::new(0));
+    let last_sent = Arc::new(std::sync::Mutex::new((0u64, Instant::now())));
     let control_done = CancellationToken::new();
     {
         let last_ack = last_ack.clone();
+        let last_sent = last_sent.clone();
         let control_done = control_done.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             loop {
                 match read_frame::<ControlMessage, _>(&mut read).await {
                     Ok(Some(ControlMessage::HeartbeatAck { seq })) => {
-                        last_ack.store(seq, Ordering::SeqCst)
+                        last_ack.store(seq, Ordering::SeqCst);
+                        let (sent_seq, at) = *last_sent.lock().unwrap_or_else(|p| p.into_inner());
+                        if sent_seq == seq {
+                            status.set_rtt(at.elapsed());
+                        }
                     }
                     Ok(Some(ControlMessage::GoAway { reason })) => {
                         tracing::info!(%reason, "gateway asked us to reconnect");
@@ -286,10 +318,13 @@ async fn session(
     // Health probes run on their own task (a slow local service must not hold up streams);
     // each round is reported to the gateway as soon as it is done.
     let (health_tx, mut health_rx) = mpsc::channel(1);
-    let prober = tokio::spawn(
-        crate::health::probe_loop(services.clone(), heartbeat, health_tx)
-            .instrument(tracing::debug_span!("health")),
-    );
+    let start_prober = |services: Arc<ServiceMap>| {
+        tokio::spawn(
+            crate::health::probe_loop(services, heartbeat, health_tx.clone())
+                .instrument(tracing::debug_span!("health")),
+        )
+    };
+    let mut prober = start_prober(services.clone());
     let mut streams = JoinSet::new();
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -301,10 +336,30 @@ async fn session(
                 Some(stream) => {
                     next_stream += 1;
                     let span = tracing::debug_span!("stream", id = next_stream);
-                    streams.spawn(serve_stream(stream, services.clone()).instrument(span));
+                    let (services, status) = (services.clone(), status.clone());
+                    streams.spawn(async move {
+                        let _active = status.stream_started();
+                        if let Some((to_app, from_app)) = serve_stream(stream, services).await {
+                            status.add_bytes(to_app, from_app);
+                        }
+                    }.instrument(span));
                 }
-                None => break Ok(()),
+                None => break Ok(SessionEnd::Closed),
             },
+            _ = reconnects.changed() => break Ok(SessionEnd::Reconnect("reconnect requested")),
+            Ok(()) = config_changes.changed() => {
+                let new = config_changes.borrow_and_update().clone();
+                if config.needs_new_session(&new) {
+                    break Ok(SessionEnd::Reconnect("configuration changed"));
+                }
+                // Same announced services: new streams use the new addresses at once, and open
+                // streams of a changed service close (a pooled connection must not keep
+                // talking to the old address).
+                services = Arc::new(service_map(&new.services, Some(&services)));
+                prober.abort();
+                prober = start_prober(services.clone());
+                tracing::info!("services updated in place");
+            }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             Some(health) = health_rx.recv() => {
                 status.set_services(health.clone());
@@ -314,7 +369,7 @@ async fn session(
                     services: health,
                 };
                 if write_frame(&mut write, &ControlMessage::Report { report }).await.is_err() {
-                    break Ok(());
+                    break Ok(SessionEnd::Closed);
                 }
             }
             _ = tick.tick() => {
@@ -322,12 +377,13 @@ async fn session(
                     break Err(TunnelError::Timeout("waiting for heartbeat answers"));
                 }
                 seq += 1;
+                *last_sent.lock().unwrap_or_else(|p| p.into_inner()) = (seq, Instant::now());
                 if write_frame(&mut write, &ControlMessage::Heartbeat { seq }).await.is_err() {
-                    break Ok(());
+                    break Ok(SessionEnd::Closed);
                 }
             }
-            _ = control_done.cancelled() => break Ok(()),
-            _ = mux.closed() => break Ok(()),
+            _ = control_done.cancelled() => break Ok(SessionEnd::Closed),
+            _ = mux.closed() => break Ok(SessionEnd::Closed),
             _ = shutdown.cancelled() => {
                 // Ask the gateway to stop routing here; it closes the tunnel once its requests in
                 // flight are done (idle pooled connections do not hold us up).
@@ -343,7 +399,7 @@ async fn session(
                         tracing::warn!("drain grace over; closing remaining streams");
                     }
                 }
-                break Ok(());
+                break Ok(SessionEnd::Closed);
             }
         }
     };

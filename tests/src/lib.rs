@@ -9,6 +9,7 @@ pub mod harness;
 pub mod mariadb;
 pub mod procs;
 pub mod prom;
+pub mod webdriver;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
