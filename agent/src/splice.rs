@@ -9,10 +9,15 @@ use std::time::Duration;
 use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::MuxStream;
 use g2c_proto::{tuning, Ack, AckCode, StreamHeader, PROTOCOL_VERSION};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
+use crate::status::Status;
 
 /// How long the gateway has to send the header of a stream it opened.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,8 +63,53 @@ pub fn service_map(services: &[ServiceConfig], previous: Option<&ServiceMap>) ->
     map
 }
 
-/// Serve one stream opened by the gateway. Returns the bytes copied (to app, from app).
-pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> Option<(u64, u64)> {
+/// A local socket that adds what passes through it to the agent's byte counters as it flows
+/// (a pooled connection can live for hours; its traffic shows at once, not when it closes).
+struct Counted<'a> {
+    inner: TcpStream,
+    status: &'a Status,
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.status.add_bytes(0, n);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.status.add_bytes(n as u64, 0);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serve one stream opened by the gateway, counting its bytes into `status` as they flow.
+pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, status: &Status) {
     let header = match tokio::time::timeout(
         HEADER_TIMEOUT,
         read_frame::<StreamHeader, _>(&mut stream),
@@ -67,14 +117,14 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
     .await
     {
         Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => return None,
+        Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "bad stream header");
-            return None;
+            return;
         }
         Err(_) => {
             tracing::warn!("stream header timed out");
-            return None;
+            return;
         }
     };
     tracing::debug!(service = %header.service, request = %header.request_id, caller = %header.caller_addr, "stream");
@@ -85,7 +135,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
             format!("protocol version {} unsupported", header.version),
         )
         .await;
-        return None;
+        return;
     }
     let Some(live) = services.get(&header.service) else {
         refuse(
@@ -94,7 +144,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
             format!("no service named {:?}", header.service),
         )
         .await;
-        return None;
+        return;
     };
     let service = &live.config;
     let local = match tokio::time::timeout(
@@ -112,7 +162,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
                 format!("{} ({}): {e}", service.name, service.local),
             )
             .await;
-            return None;
+            return;
         }
         Err(_) => {
             refuse(
@@ -121,14 +171,17 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
                 format!("{}: connect timed out", service.name),
             )
             .await;
-            return None;
+            return;
         }
     };
     tune_socket(&local);
     if write_frame(&mut stream, &Ack::Ok).await.is_err() {
-        return None;
+        return;
     }
-    let mut local = local;
+    let mut local = Counted {
+        inner: local,
+        status,
+    };
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut stream,
         &mut local,
@@ -136,16 +189,11 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>) -> O
         tuning::SPLICE_BUFFER,
     );
     tokio::select! {
-        r = copy => match r {
-            Ok(counts) => Some(counts),
-            Err(e) => {
-                tracing::debug!(service = %service.name, error = %e, "stream ended with an error");
-                None
-            }
+        r = copy => if let Err(e) = r {
+            tracing::debug!(service = %service.name, error = %e, "stream ended with an error");
         },
         _ = live.retired.cancelled() => {
             tracing::info!(service = %service.name, "service changed; closing its open stream");
-            None
         }
     }
 }

@@ -50,10 +50,10 @@ pub struct StatusSnapshot {
     /// Streams being served now.
     #[serde(default)]
     pub active_streams: u64,
-    /// Bytes carried from the gateway to local services (finished streams).
+    /// Bytes carried from the gateway to local services.
     #[serde(default)]
     pub bytes_in: u64,
-    /// Bytes carried from local services to the gateway (finished streams).
+    /// Bytes carried from local services to the gateway.
     #[serde(default)]
     pub bytes_out: u64,
 }
@@ -155,7 +155,7 @@ impl Status {
         StreamGuard(self)
     }
 
-    /// Add a finished stream's bytes (to the app, from the app).
+    /// Count bytes carried (to the app, from the app).
     pub fn add_bytes(&self, to_app: u64, from_app: u64) {
         self.bytes_in.fetch_add(to_app, Ordering::Relaxed);
         self.bytes_out.fetch_add(from_app, Ordering::Relaxed);

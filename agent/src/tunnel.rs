@@ -339,9 +339,7 @@ async fn session(
                     let (services, status) = (services.clone(), status.clone());
                     streams.spawn(async move {
                         let _active = status.stream_started();
-                        if let Some((to_app, from_app)) = serve_stream(stream, services).await {
-                            status.add_bytes(to_app, from_app);
-                        }
+                        serve_stream(stream, services, &status).await;
                     }.instrument(span));
                 }
                 None => break Ok(SessionEnd::Closed),
