@@ -187,6 +187,22 @@ pub struct LimitsConfig {
     pub key_rate_per_sec: u32,
     /// Burst an API key may send above its rate.
     pub key_burst: u32,
+    /// Seconds an SSH connection may take to authenticate before it is closed.
+    pub ssh_preauth_timeout_secs: u64,
+    /// Most SSH connections not yet authenticated at once; a new one past it closes the oldest
+    /// (a flood of idle connections cannot lock real agents out).
+    pub ssh_max_unauthenticated: usize,
+    /// Most agent tunnels at once; past it a new agent is refused (a reconnecting one is not).
+    pub max_tunnels: usize,
+    /// Most requests in flight per registration (0: no limit); past it callers get 503
+    /// `overloaded` with `Retry-After`.
+    pub registration_max_inflight: usize,
+    /// Largest request head (request line and headers), bytes; past it callers get 431.
+    pub max_header_bytes: usize,
+    /// Most request headers; past it callers get 431.
+    pub max_headers: usize,
+    /// Largest request body, bytes (0: no limit); past it callers get 413.
+    pub max_body_bytes: u64,
 }
 
 impl Default for GatewayConfig {
@@ -253,6 +269,13 @@ impl Default for LimitsConfig {
             registration_burst: 200,
             key_rate_per_sec: 0,
             key_burst: 100,
+            ssh_preauth_timeout_secs: 10,
+            ssh_max_unauthenticated: 256,
+            max_tunnels: 10_000,
+            registration_max_inflight: 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -266,6 +289,11 @@ impl LimitsConfig {
     /// Heartbeat interval as a duration.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// SSH pre-auth deadline as a duration.
+    pub fn ssh_preauth_timeout(&self) -> Duration {
+        Duration::from_secs(self.ssh_preauth_timeout_secs)
     }
 }
 
@@ -354,6 +382,24 @@ impl GatewayConfig {
         }
         if !(1..=300).contains(&l.heartbeat_secs) {
             return invalid("limits.heartbeat_secs", "must be between 1 and 300");
+        }
+        if !(1..=600).contains(&l.ssh_preauth_timeout_secs) {
+            return invalid(
+                "limits.ssh_preauth_timeout_secs",
+                "must be between 1 and 600",
+            );
+        }
+        if l.ssh_max_unauthenticated == 0 {
+            return invalid("limits.ssh_max_unauthenticated", "must be at least 1");
+        }
+        if l.max_tunnels == 0 {
+            return invalid("limits.max_tunnels", "must be at least 1");
+        }
+        if l.max_header_bytes < 8192 {
+            return invalid("limits.max_header_bytes", "must be at least 8192");
+        }
+        if l.max_headers == 0 {
+            return invalid("limits.max_headers", "must be at least 1");
         }
         if self.audit.max_bytes < 4096 {
             return invalid("audit.max_bytes", "must be at least 4096");

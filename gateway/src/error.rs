@@ -50,6 +50,9 @@ pub enum ProxyError {
     /// The local app did not answer in time.
     #[error("the local service of registration {0} did not answer in time")]
     UpstreamTimeout(String),
+    /// The request body is over `limits.max_body_bytes`.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(u64),
     /// Capacity reached.
     #[error("overloaded, retry later")]
     Overloaded(Option<String>),
@@ -74,6 +77,7 @@ impl ProxyError {
             Self::Forbidden(_) => code::FORBIDDEN,
             Self::UnknownRegistration(_) => code::UNKNOWN_REGISTRATION,
             Self::BadRequest(_) => code::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => code::PAYLOAD_TOO_LARGE,
             Self::AgentOffline(_) => code::AGENT_OFFLINE,
             Self::LocalServiceUnavailable { .. } => code::LOCAL_SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => code::UPSTREAM_TIMEOUT,
@@ -90,6 +94,7 @@ impl ProxyError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UnknownRegistration(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AgentOffline(_) | Self::LocalServiceUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +110,7 @@ impl ProxyError {
             | Self::Forbidden(_)
             | Self::UnknownRegistration(_)
             | Self::BadRequest(_)
+            | Self::PayloadTooLarge(_)
             | Self::RateLimited { .. } => Party::Caller,
             Self::AgentOffline(_) => Party::Agent,
             Self::LocalServiceUnavailable { .. } | Self::UpstreamTimeout(_) => Party::LocalApp,
@@ -139,6 +145,12 @@ impl ProxyError {
             other => other.to_string(),
         };
         let mut resp = error_response(self.status(), self.code(), message, self.registration());
+        if matches!(self, Self::BadRequest(_) | Self::PayloadTooLarge(_)) {
+            // The rest of the connection cannot be trusted to be framed as the caller meant:
+            // answer and close, so nothing behind this request is read as another one.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Self::RateLimited {
             retry_after_secs, ..
         } = self

@@ -242,6 +242,8 @@ pub async fn run(
         tls,
         header_read_timeout: Duration::from_secs(shared.config.limits.header_read_timeout_secs),
         grace,
+        max_header_bytes: shared.config.limits.max_header_bytes,
+        max_headers: shared.config.limits.max_headers,
     };
     // Listeners that drain on shutdown; SSH and the refresher stop with a token of their own so
     // tunnels outlive the front door's drain.

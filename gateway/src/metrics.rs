@@ -30,6 +30,9 @@ pub struct Metrics {
     pub sessions_replaced: IntCounterVec,
     /// Refused SSH authentications, by reason.
     pub ssh_auth_failures: IntCounterVec,
+    /// SSH connections the gateway closed or refused on a limit, by reason
+    /// (`preauth_deadline`, `preauth_evicted`, `max_tunnels`).
+    pub ssh_closed: IntCounterVec,
     /// Front-door requests by registration and status class (`2xx` .. `5xx`).
     pub http_requests: IntCounterVec,
     /// Front-door requests answered with a gateway error code, by registration and code.
@@ -151,6 +154,12 @@ impl Metrics {
                 &r,
                 "g2c_ssh_auth_failures_total",
                 "Refused SSH authentications by reason",
+                &["reason"],
+            ),
+            ssh_closed: counter(
+                &r,
+                "g2c_ssh_connections_closed_total",
+                "SSH connections closed or refused on a limit, by reason",
                 &["reason"],
             ),
             http_requests: counter(

@@ -17,6 +17,8 @@ pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
 pub const OVERLOADED: &str = "overloaded";
 /// The registration or API key is over its request rate; retry after `Retry-After` seconds.
 pub const RATE_LIMITED: &str = "rate_limited";
+/// The request body is larger than the gateway accepts.
+pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
 /// The request is malformed or names no registration.
 pub const BAD_REQUEST: &str = "bad_request";
 /// Something failed inside the gateway itself.

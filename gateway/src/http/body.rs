@@ -2,7 +2,7 @@
 //! and the wrappers that count bytes and close a request's record when its body ends.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -85,30 +85,90 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
-/// A request body that adds the bytes it yields to a shared counter.
-pub struct Counted<B> {
-    inner: B,
-    count: Arc<AtomicU64>,
+/// What went wrong with a caller's request body (kept so the error can be mapped to the
+/// caller, not to the app, when the upstream request then fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Nothing (yet).
+    None = 0,
+    /// Broken framing (a bad chunk size, a cut connection).
+    Malformed = 1,
+    /// More bytes than `limits.max_body_bytes`.
+    TooLarge = 2,
 }
 
-impl<B> Counted<B> {
-    /// Wrap `inner`, counting into `count`.
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
-        Self { inner, count }
+/// The error a caller's body yields to the upstream client.
+#[derive(Debug, thiserror::Error)]
+pub enum CallerBodyError {
+    /// The caller's framing broke.
+    #[error("malformed request body: {0}")]
+    Malformed(hyper::Error),
+    /// The caller sent more than the limit.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+/// A caller's request body on its way upstream: counts its bytes into the request's record,
+/// cuts it past the body limit, and records a fault so the failure is blamed on the caller.
+pub struct CallerBody {
+    inner: hyper::body::Incoming,
+    count: Arc<AtomicU64>,
+    limit: u64,
+    fault: Arc<AtomicU8>,
+}
+
+impl CallerBody {
+    /// Wrap `inner`, counting into `count`; `limit` 0 means none.
+    pub fn new(
+        inner: hyper::body::Incoming,
+        count: Arc<AtomicU64>,
+        limit: u64,
+        fault: Arc<AtomicU8>,
+    ) -> Self {
+        Self {
+            inner,
+            count,
+            limit,
+            fault,
+        }
+    }
+
+    /// The fault recorded in `flag`.
+    pub fn fault(flag: &AtomicU8) -> BodyFault {
+        match flag.load(Ordering::Acquire) {
+            1 => BodyFault::Malformed,
+            2 => BodyFault::TooLarge,
+            _ => BodyFault::None,
+        }
     }
 }
 
-impl<B: Body + Unpin> Body for Counted<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl Body for CallerBody {
+    type Data = Bytes;
+    type Error = CallerBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        self.count.fetch_add(data_len(&polled), Ordering::Relaxed);
-        polled
+        let n = data_len(&polled);
+        match polled {
+            Poll::Ready(Some(Err(e))) => {
+                self.fault
+                    .store(BodyFault::Malformed as u8, Ordering::Release);
+                Poll::Ready(Some(Err(CallerBodyError::Malformed(e))))
+            }
+            other => {
+                let total = self.count.fetch_add(n, Ordering::Relaxed) + n;
+                if self.limit > 0 && total > self.limit {
+                    self.fault
+                        .store(BodyFault::TooLarge as u8, Ordering::Release);
+                    return Poll::Ready(Some(Err(CallerBodyError::TooLarge(self.limit))));
+                }
+                other.map(|o| o.map(|r| r.map_err(CallerBodyError::Malformed)))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

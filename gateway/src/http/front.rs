@@ -2,6 +2,7 @@
 //! through that registration's tunnel, streaming bodies both ways and passing upgrades through.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, HOST};
@@ -10,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{Counted, ProxyBody, Tracked};
+use super::body::{BodyFault, CallerBody, ProxyBody, Tracked};
 use super::headers::{self, REQUEST_ID};
 use super::record::RequestRecord;
 use super::route;
@@ -69,6 +70,20 @@ async fn proxy(
     request_id: &HeaderValue,
     record: &mut RequestRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Some(problem) = headers::framing_problem(req.headers()) {
+        return Err(ProxyError::BadRequest(format!(
+            "ambiguous request framing: {problem}"
+        )));
+    }
+    let limits = &shared.config.limits;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if limits.max_body_bytes > 0 && declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(ProxyError::PayloadTooLarge(limits.max_body_bytes));
+    }
     let target = route::route(req.headers(), req.uri(), &shared.config.base_domain)?;
     let reg = target.registration;
     // A refused caller is counted under the registration it named, if that one exists (only
@@ -107,6 +122,10 @@ async fn proxy(
         .registry
         .get(&reg)
         .ok_or_else(|| ProxyError::AgentOffline(reg.clone()))?;
+    let cap = limits.registration_max_inflight;
+    if cap > 0 && session.inflight() >= cap {
+        return Err(ProxyError::Overloaded(Some(reg)));
+    }
 
     let caller_version = req.version();
     let upgrade = if caller_version == Version::HTTP_11 {
@@ -138,18 +157,27 @@ async fn proxy(
     }
     headers::add_forwarded(&mut parts.headers, peer.ip(), tls, host.as_deref());
     parts.headers.insert(REQUEST_ID, request_id.clone());
-    let upstream_req = Request::from_parts(parts, Counted::new(body, record.bytes_in.clone()));
+    let fault = Arc::new(AtomicU8::new(0));
+    let body = CallerBody::new(
+        body,
+        record.bytes_in.clone(),
+        limits.max_body_bytes,
+        fault.clone(),
+    );
+    let upstream_req = Request::from_parts(parts, body);
 
     record.inflight = Some(session.begin_request());
     let timeout = shared.config.limits.upstream_timeout();
     let mut resp = match tokio::time::timeout(timeout, shared.client.request(upstream_req)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(reg)),
         Ok(Err(e)) => {
-            return Err(classify_client_error(
-                &e,
-                &reg,
-                g2c_proto::mux::Mux::is_closed(&session.mux),
-            ))
+            return Err(match CallerBody::fault(&fault) {
+                BodyFault::Malformed => ProxyError::BadRequest("malformed request body".into()),
+                BodyFault::TooLarge => ProxyError::PayloadTooLarge(limits.max_body_bytes),
+                BodyFault::None => {
+                    classify_client_error(&e, &reg, g2c_proto::mux::Mux::is_closed(&session.mux))
+                }
+            })
         }
         Ok(Ok(r)) => r,
     };

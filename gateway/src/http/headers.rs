@@ -37,6 +37,61 @@ pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
+/// Headers a caller may not nominate in `Connection` (a proxy honouring it would drop the
+/// request's framing or the gateway's own credentials on the way).
+const NOT_NOMINABLE: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "g2c-key",
+    "g2c-registration",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "authorization",
+    "cookie",
+];
+
+/// Why a request's framing is ambiguous, if it is: both `Content-Length` and
+/// `Transfer-Encoding`, more than one `Content-Length`, a transfer coding other than a single
+/// `chunked`, or a `Connection` header nominating a header that must reach the app (or the
+/// gateway) intact. Such a request is refused with 400 and its connection closed, so no
+/// request hidden behind it is ever read.
+pub fn framing_problem(headers: &HeaderMap) -> Option<&'static str> {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    let cl = headers.get_all(CONTENT_LENGTH).iter().count();
+    let te: Vec<&HeaderValue> = headers.get_all(TRANSFER_ENCODING).iter().collect();
+    if cl > 0 && !te.is_empty() {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if cl > 1 {
+        return Some("more than one Content-Length");
+    }
+    if let Some(v) = headers.get(CONTENT_LENGTH) {
+        if v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Some("Content-Length is not a number");
+        }
+    }
+    if !te.is_empty() && (te.len() > 1 || !te[0].as_bytes().eq_ignore_ascii_case(b"chunked")) {
+        return Some("Transfer-Encoding other than a single chunked");
+    }
+    let nominates_protected = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            NOT_NOMINABLE
+                .iter()
+                .any(|n| t.trim().eq_ignore_ascii_case(n))
+        });
+    if nominates_protected {
+        return Some("Connection nominates a protected header");
+    }
+    None
+}
+
 /// Remove hop-by-hop headers, including every header the `Connection` header nominates.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let nominated: Vec<HeaderName> = headers
@@ -117,6 +172,31 @@ mod tests {
         prepare_request(&mut h, None);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["authorization"], "Bearer app");
+    }
+
+    #[test]
+    fn ambiguous_framing_is_named() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            framing_problem(&m)
+        };
+        assert!(h(&[("content-length", "3"), ("transfer-encoding", "chunked")]).is_some());
+        assert!(h(&[("content-length", "3"), ("content-length", "3")]).is_some());
+        assert!(h(&[("content-length", "+3")]).is_some());
+        assert!(h(&[("transfer-encoding", "gzip, chunked")]).is_some());
+        assert!(h(&[("connection", "close, G2C-Key")]).is_some());
+        assert!(h(&[
+            ("content-length", "3"),
+            ("connection", "keep-alive, x-trace")
+        ])
+        .is_none());
+        assert!(h(&[("transfer-encoding", "Chunked")]).is_none());
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// Time in-flight requests get after shutdown starts.
     pub grace: Duration,
+    /// Largest request head, bytes (431 past it).
+    pub max_header_bytes: usize,
+    /// Most request headers (431 past it).
+    pub max_headers: usize,
 }
 
 /// Serve `handler` on `listener` until `shutdown` fires, then drain.
@@ -54,8 +58,13 @@ pub async fn serve<H, F>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes)
+        .max_headers(opts.max_headers)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(opts.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();

@@ -15,13 +15,12 @@ use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::{Mux, MuxStream};
 use g2c_proto::{tuning, Ack, StreamHeader};
 use http::Uri;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::body::Counted;
+use super::body::CallerBody;
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::registry::Registry;
 
@@ -40,7 +39,7 @@ pub enum UpstreamError {
 }
 
 /// The pooled client type.
-pub type UpstreamClient = Client<TunnelConnector, Counted<Incoming>>;
+pub type UpstreamClient = Client<TunnelConnector, CallerBody>;
 
 /// Authority used in upstream URIs (and as pool key) for a session.
 pub fn authority(registration: &str, session_id: u64) -> String {

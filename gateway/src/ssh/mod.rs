@@ -2,9 +2,11 @@
 //! `tcpip-forward` for the registration's own port, and nothing else (no shell, no exec, no
 //! direct-tcpip, no compression).
 
+pub mod preauth;
 mod tunnel;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,33 +41,67 @@ pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
     }
 }
 
-/// Accept SSH connections until `shutdown`.
+/// Accept SSH connections until `shutdown`. A connection that has not authenticated within
+/// `limits.ssh_preauth_timeout_secs`, or that a newer one evicts past
+/// `limits.ssh_max_unauthenticated`, is closed.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let config = Arc::new(server_config(shared.host_key.clone()));
+    let limits = &shared.config.limits;
+    let unauthenticated = preauth::PreAuth::new(limits.ssh_max_unauthenticated);
+    let deadline = limits.ssh_preauth_timeout();
     tracing::info!(listener = "ssh", addr = ?listener.local_addr().ok(), "listening");
     while let Some((tcp, peer)) = crate::accept::next(&listener, &shutdown, "ssh").await {
         let _ = tcp.set_nodelay(true);
+        let (ticket, evicted) = unauthenticated.admit();
+        if evicted {
+            shared
+                .metrics
+                .ssh_closed
+                .with_label_values(&["preauth_evicted"])
+                .inc();
+        }
+        let evicted = ticket.evicted.clone();
+        let authenticated = Arc::new(AtomicBool::new(false));
         let handler = TunnelHandler {
             shared: shared.clone(),
             peer,
             registration: None,
             forwarded: false,
+            preauth: Some(ticket),
+            authenticated: authenticated.clone(),
         };
         let config = config.clone();
+        let shared = shared.clone();
         let span = tracing::info_span!("ssh", %peer);
         tokio::spawn(
             async move {
                 // russh reads each packet in pieces (length, then body): a read buffer turns
                 // those into one syscall per burst (writes pass straight through).
                 let io = tokio::io::BufReader::with_capacity(tuning::SSH_READ_BUFFER, tcp);
-                match russh::server::run_stream(config, io, handler).await {
-                    Ok(session) => {
-                        if let Err(e) = session.await {
-                            tracing::debug!(error = %e, "ssh session ended with an error");
+                let session = async move {
+                    match russh::server::run_stream(config, io, handler).await {
+                        Ok(session) => {
+                            if let Err(e) = session.await {
+                                tracing::debug!(error = %e, "ssh session ended with an error");
+                            }
                         }
+                        Err(e) => tracing::debug!(error = %e, "ssh handshake failed"),
                     }
-                    Err(e) => tracing::debug!(error = %e, "ssh handshake failed"),
+                };
+                tokio::pin!(session);
+                let reason = tokio::select! {
+                    _ = &mut session => return,
+                    _ = tokio::time::sleep(deadline) => "preauth_deadline",
+                    _ = evicted.cancelled() => "preauth_evicted",
+                };
+                if !authenticated.load(Ordering::SeqCst) {
+                    if reason == "preauth_deadline" {
+                        shared.metrics.ssh_closed.with_label_values(&[reason]).inc();
+                    }
+                    tracing::debug!(reason, "closing an unauthenticated ssh connection");
+                    return; // dropping the session closes the socket
                 }
+                session.await;
             }
             .instrument(span),
         );
@@ -80,6 +116,10 @@ struct TunnelHandler {
     registration: Option<Registration>,
     /// Whether this session already asked for its forward.
     forwarded: bool,
+    /// Its place among unauthenticated connections, given up at authentication.
+    preauth: Option<preauth::Ticket>,
+    /// Set at authentication: the pre-auth deadline no longer applies.
+    authenticated: Arc<AtomicBool>,
 }
 
 impl TunnelHandler {
@@ -143,6 +183,8 @@ impl russh::server::Handler for TunnelHandler {
         match self.registration_for(user, key.public_key).await {
             Ok(reg) => {
                 tracing::info!(registration = %reg.id, "agent authenticated");
+                self.authenticated.store(true, Ordering::SeqCst);
+                self.preauth = None;
                 self.registration = Some(reg);
                 Ok(Auth::Accept)
             }
@@ -174,6 +216,16 @@ impl russh::server::Handler for TunnelHandler {
         };
         if *port != u32::from(reg.tunnel_port) || self.forwarded {
             tracing::warn!(registration = %reg.id, port = *port, "refused tcpip-forward for a port that is not the registration's");
+            return Ok(false);
+        }
+        let max = self.shared.config.limits.max_tunnels;
+        if self.shared.registry.len() >= max && self.shared.registry.get(&reg.id).is_none() {
+            tracing::warn!(registration = %reg.id, max, "refused a tunnel: limits.max_tunnels reached");
+            self.shared
+                .metrics
+                .ssh_closed
+                .with_label_values(&["max_tunnels"])
+                .inc();
             return Ok(false);
         }
         self.forwarded = true;
