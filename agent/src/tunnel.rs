@@ -170,6 +170,15 @@ pub async fn run(control: Arc<Control>, shutdown: CancellationToken) {
     }
 }
 
+/// How a session the gateway ended ended: at its request (reconnect at once) or not.
+fn ended(go_away: &AtomicBool) -> SessionEnd {
+    if go_away.load(Ordering::SeqCst) {
+        SessionEnd::Reconnect("the gateway asked us to reconnect")
+    } else {
+        SessionEnd::Closed
+    }
+}
+
 fn backoff_for(config: &AgentConfig) -> Backoff {
     let r = &config.reconnect;
     Backoff::new(
@@ -288,7 +297,9 @@ async fn session(
     let last_ack = Arc::new(AtomicU64::new(0));
     let last_sent = Arc::new(std::sync::Mutex::new((0u64, Instant::now())));
     let control_done = CancellationToken::new();
+    let go_away = Arc::new(AtomicBool::new(false));
     {
+        let go_away = go_away.clone();
         let last_ack = last_ack.clone();
         let last_sent = last_sent.clone();
         let control_done = control_done.clone();
@@ -305,6 +316,7 @@ async fn session(
                     }
                     Ok(Some(ControlMessage::GoAway { reason })) => {
                         tracing::info!(%reason, "gateway asked us to reconnect");
+                        go_away.store(true, Ordering::SeqCst);
                         break;
                     }
                     Ok(Some(_)) => {}
@@ -380,8 +392,8 @@ async fn session(
                     break Ok(SessionEnd::Closed);
                 }
             }
-            _ = control_done.cancelled() => break Ok(SessionEnd::Closed),
-            _ = mux.closed() => break Ok(SessionEnd::Closed),
+            _ = control_done.cancelled() => break Ok(ended(&go_away)),
+            _ = mux.closed() => break Ok(ended(&go_away)),
             _ = shutdown.cancelled() => {
                 // Ask the gateway to stop routing here; it closes the tunnel once its requests in
                 // flight are done (idle pooled connections do not hold us up).

@@ -294,6 +294,15 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     tunnels_stop.cancel();
     shared.tcp.close_all();
+    // Requests are done: tell agents to go away (so they reconnect rather than wait for a
+    // keepalive to fail), give the messages a moment to leave, then close what is left.
+    shared.registry.go_away_all();
+    let gone = async {
+        while !shared.registry.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), gone).await;
     shared.registry.close_all("gateway shutting down");
     let _ = ssh_task.await;
     let _ = refresher.await;

@@ -31,6 +31,9 @@ pub struct AgentSession {
     pub inflight: Arc<AtomicUsize>,
     /// Unix seconds of the agent's last heartbeat (0: none yet).
     pub last_heartbeat: AtomicU64,
+    /// Cancelled to tell the agent, on its control stream, to go away and reconnect (to this
+    /// gateway once it is back, or to another behind the same name).
+    pub go_away: tokio_util::sync::CancellationToken,
 }
 
 /// Counts one request in flight on a session until dropped.
@@ -140,6 +143,15 @@ impl Registry {
     }
 
     /// Close every session (shutdown).
+    /// Tell every agent to go away (GoAway on its control stream); each session ends once its
+    /// agent got the message.
+    pub fn go_away_all(&self) {
+        for s in self.sessions.iter() {
+            s.go_away.cancel();
+        }
+    }
+
+    /// Close every session at once.
     pub fn close_all(&self, reason: &'static str) {
         let all: Vec<Arc<AgentSession>> = self.sessions.iter().map(|s| s.value().clone()).collect();
         self.sessions.clear();

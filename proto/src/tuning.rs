@@ -21,8 +21,9 @@ pub const SSH_READ_BUFFER: usize = 64 * 1024;
 /// a frame is one packet (half the packets, MACs and wake-ups for small messages).
 pub const MUX_WRITE_BUFFER: usize = 64 * 1024;
 /// Interval between SSH keepalives when the peer is silent.
-pub const SSH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// Unanswered keepalives before the session is declared dead (so ~15 s to detect a dead peer).
+pub const SSH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+/// Unanswered keepalives before the session is declared dead: russh gives up at the fourth
+/// silent interval, so a dead (or stopped) peer is noticed 12 s after its last packet.
 pub const SSH_KEEPALIVE_MAX: usize = 3;
 
 /// Most concurrent yamux streams on one tunnel.

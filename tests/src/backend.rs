@@ -2,7 +2,8 @@
 //! records what it saw.
 //!
 //! Routes: `/echo` (any method; echoes the body, streamed), `/bytes/N` (N pattern bytes),
-//! `/sink` (consumes the body; answers its length and checksum), `/slow/MS`, `/ws` (WebSocket echo).
+//! `/sink` (consumes the body; answers its length and checksum), `/slow/MS`, `/slowbytes/MS/N`,
+//! `/drip/N` (one byte per 50 ms), `/ws` (WebSocket echo).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -167,6 +168,27 @@ async fn handle(
             }
         }
         Response::new(full(format!("{{\"bytes\":{count},\"checksum\":{sum}}}")))
+    } else if let Some(rest) = path.strip_prefix("/slowbytes/") {
+        // /slowbytes/MS/N: wait MS, then N pattern bytes.
+        let (ms, n) = rest.split_once('/').unwrap_or((rest, "0"));
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        let n: u64 = n.parse().unwrap_or(0);
+        let body: Vec<u8> = (0..n).map(pattern_byte).collect();
+        Response::new(full(body))
+    } else if let Some(n) = path.strip_prefix("/drip/") {
+        // /drip/N: headers at once, then one pattern byte every 50 ms, N in all.
+        let n: u64 = n.parse().unwrap_or(0);
+        let stream = futures::stream::unfold(0u64, move |i| async move {
+            if i >= n {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from(vec![pattern_byte(i)]))),
+                i + 1,
+            ))
+        });
+        Response::new(BodyExt::boxed(StreamBody::new(stream)))
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::new(full("slow done"))

@@ -97,6 +97,7 @@ pub(super) async fn run(
         connected_at: SystemTime::now(),
         inflight: Default::default(),
         last_heartbeat: Default::default(),
+        go_away: Default::default(),
     });
     let metrics = &shared.metrics;
     metrics.sessions_opened.with_label_values(&[&reg.id]).inc();
@@ -238,6 +239,15 @@ async fn control_loop(
                 }
             },
             _ = session.mux.closed() => return ControlEnd::Closed,
+            _ = session.go_away.cancelled() => {
+                let bye = ControlMessage::GoAway { reason: "gateway shutting down".into() };
+                if write_frame(write, &bye).await.is_ok() {
+                    tracing::info!("told the agent to go away");
+                    // The agent closes the tunnel once it has read it; do not cut it first.
+                    let _ = tokio::time::timeout(Duration::from_millis(400), session.mux.closed()).await;
+                }
+                return ControlEnd::Closed;
+            }
         }
     }
 }
