@@ -117,7 +117,13 @@ enum SessionEnd {
     /// A reconnect was asked for (GUI, or a config change that needs a new session): connect
     /// again at once.
     Reconnect(&'static str),
+    /// The gateway said GoAway (it is shutting down): reconnect after a short random delay, so
+    /// a fleet told at once does not land on the next gateway in the same instant.
+    GoAway,
 }
+
+/// Longest random wait before reconnecting after a GoAway.
+const GO_AWAY_SPREAD: Duration = Duration::from_secs(2);
 
 /// Run the agent's tunnel until `shutdown` fires. Never returns because the gateway is down.
 /// Follows the live configuration in `control`: each session uses the config of its start.
@@ -142,6 +148,21 @@ pub async fn run(control: Arc<Control>, shutdown: CancellationToken) {
                 tracing::info!(%gateway, reason = why, "reconnecting now");
                 status.set_disconnected(None);
                 backoff = backoff_for(&control.config());
+                continue;
+            }
+            Ok(SessionEnd::GoAway) => {
+                let delay = Duration::from_millis(rand::Rng::gen_range(
+                    &mut rand::thread_rng(),
+                    0..=GO_AWAY_SPREAD.as_millis() as u64,
+                ));
+                tracing::info!(%gateway, delay_ms = delay.as_millis() as u64, "gateway went away; reconnecting after a random delay");
+                status.set_disconnected(Some("the gateway went away (shutting down)".into()));
+                backoff = backoff_for(&control.config());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = reconnects.changed() => {}
+                    _ = shutdown.cancelled() => { return; }
+                }
                 continue;
             }
             Ok(SessionEnd::Closed) => None,
@@ -173,7 +194,7 @@ pub async fn run(control: Arc<Control>, shutdown: CancellationToken) {
 /// How a session the gateway ended ended: at its request (reconnect at once) or not.
 fn ended(go_away: &AtomicBool) -> SessionEnd {
     if go_away.load(Ordering::SeqCst) {
-        SessionEnd::Reconnect("the gateway asked us to reconnect")
+        SessionEnd::GoAway
     } else {
         SessionEnd::Closed
     }

@@ -20,6 +20,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Tokio tasks alive in the gateway (a leak shows as a climb that never comes down).
+    pub runtime_tasks: IntGauge,
     /// Agents with a live tunnel.
     pub agents_connected: IntGauge,
     /// 1 while a registration's agent is connected, 0 after it left (kept so alerts can fire).
@@ -127,6 +129,11 @@ impl Metrics {
         )
         .expect("valid metric");
         Self {
+            runtime_tasks: register(
+                &r,
+                IntGauge::new("g2c_runtime_tasks", "Tokio tasks alive in the gateway")
+                    .expect("valid metric"),
+            ),
             agents_connected: register(
                 &r,
                 IntGauge::new("g2c_agents_connected", "Agents with a live tunnel")
@@ -262,6 +269,10 @@ impl Metrics {
 
     /// Text exposition.
     pub fn render(&self) -> Vec<u8> {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(rt.metrics().num_alive_tasks() as i64);
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out

@@ -11,6 +11,7 @@ pub mod error_code;
 pub mod frame;
 pub mod messages;
 pub mod mux;
+mod mux_stream;
 pub mod registration;
 pub mod rotate;
 pub mod sshkeys;

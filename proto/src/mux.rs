@@ -11,7 +11,6 @@ use std::task::Poll;
 
 use futures::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,8 +18,7 @@ pub use yamux::Mode;
 
 use crate::tuning;
 
-/// A multiplexed stream, usable with tokio I/O.
-pub type MuxStream = Compat<yamux::Stream>;
+pub use crate::mux_stream::MuxStream;
 
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +61,7 @@ impl Mux for MuxHandle {
         let (tx, rx) = oneshot::channel();
         self.open_tx.send(tx).await.map_err(|_| MuxError::Closed)?;
         let stream = rx.await.map_err(|_| MuxError::Closed)??;
-        Ok(stream.compat())
+        Ok(MuxStream::new(stream, &self.done))
     }
 
     fn close(&self) {
@@ -142,7 +140,7 @@ async fn drive<T>(
 {
     let mut pending: VecDeque<OpenRequest> = VecDeque::new();
     let result = tokio::select! {
-        r = poll_fn(|cx| poll_connection(cx, &mut conn, &mut open_rx, &mut pending, &inbound_tx)) => r,
+        r = poll_fn(|cx| poll_connection(cx, &mut conn, &mut open_rx, &mut pending, &inbound_tx, &done)) => r,
         _ = close.cancelled() => {
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(2),
@@ -172,6 +170,7 @@ fn poll_connection<T>(
     open_rx: &mut mpsc::Receiver<OpenRequest>,
     pending: &mut VecDeque<OpenRequest>,
     inbound_tx: &mpsc::Sender<MuxStream>,
+    done: &CancellationToken,
 ) -> Poll<Result<(), yamux::ConnectionError>>
 where
     T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
@@ -203,7 +202,7 @@ where
     loop {
         match conn.poll_next_inbound(cx) {
             Poll::Ready(Some(Ok(stream))) => {
-                if inbound_tx.try_send(stream.compat()).is_err() {
+                if inbound_tx.try_send(MuxStream::new(stream, done)).is_err() {
                     tracing::debug!("inbound stream refused: backlog full or nobody listening");
                 }
             }

@@ -79,3 +79,29 @@ async fn stream_limit_is_enforced() {
     assert!(refused, "opening past the limit must fail");
     assert!(held.len() <= g2c_proto::tuning::YAMUX_MAX_STREAMS);
 }
+
+#[tokio::test]
+async fn a_read_waiting_on_a_stream_fails_once_its_own_side_closes_the_connection() {
+    // yamux drops its stream table on a local close without waking readers; the stream wrapper
+    // must end the read anyway, or the reading task outlives its tunnel.
+    let ((client, _cin), (server, mut sin)) = pair();
+    let mut c = client.open().await.unwrap();
+    c.write_all(b"x").await.unwrap();
+    let mut s = sin.recv().await.unwrap();
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        s.read(&mut buf).await
+    });
+    server.close();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+        .await
+        .expect("the waiting read ends")
+        .unwrap();
+    assert!(!matches!(ended, Ok(n) if n > 0), "{ended:?}");
+    let mut w = [0u8; 4];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut w))
+        .await
+        .expect("the peer's read ends too");
+}

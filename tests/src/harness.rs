@@ -346,6 +346,14 @@ impl TestAgent {
         &self.config.registration_id
     }
 
+    /// Drop the agent at once, without a drain (its sockets close as the task dies).
+    pub async fn abort(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
     /// Stop and wait for it to drain.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();

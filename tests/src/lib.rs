@@ -37,13 +37,13 @@ pub fn pattern_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
-/// A block of 50 public TCP ports for one test gateway, distinct from every other gateway this
+/// A block of 120 public TCP ports for one test gateway, distinct from every other gateway this
 /// test process starts and below the kernel's ephemeral range (32768+), so parallel tests never
 /// fight over a port.
 pub fn port_block() -> (u16, u16) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 200;
-    let start = 20_000 + slot as u16 * 50;
-    (start, start + 49)
+    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 100;
+    let start = 20_000 + slot as u16 * 120;
+    (start, start + 119)
 }
