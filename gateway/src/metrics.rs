@@ -33,7 +33,7 @@ pub struct Metrics {
     /// Refused SSH authentications, by reason.
     pub ssh_auth_failures: IntCounterVec,
     /// SSH connections the gateway closed or refused on a limit, by reason
-    /// (`preauth_deadline`, `preauth_evicted`, `max_tunnels`).
+    /// (`preauth_deadline`, `preauth_evicted`, `max_tunnels`, `protocol_violation`).
     pub ssh_closed: IntCounterVec,
     /// Front-door requests by registration and status class (`2xx` .. `5xx`).
     pub http_requests: IntCounterVec,

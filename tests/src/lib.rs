@@ -9,6 +9,7 @@ pub mod harness;
 pub mod mariadb;
 pub mod procs;
 pub mod prom;
+pub mod rogue;
 pub mod webdriver;
 
 use std::future::Future;

@@ -143,6 +143,11 @@ pub struct GatewayProc {
 impl GatewayProc {
     /// Start `g2c-gateway run` with its files in `dir`, on `addrs` or fresh ports.
     pub async fn start(dir: &Path, addrs: Option<&BoundAddrs>) -> Self {
+        Self::start_with_limits(dir, addrs, "").await
+    }
+
+    /// [`GatewayProc::start`] with extra `key = value` lines in its `[limits]` section.
+    pub async fn start_with_limits(dir: &Path, addrs: Option<&BoundAddrs>, limits: &str) -> Self {
         let listen = |a: Option<std::net::SocketAddr>| {
             a.map(|a| a.to_string())
                 .unwrap_or_else(|| "127.0.0.1:0".into())
@@ -157,13 +162,14 @@ impl GatewayProc {
              [backchannel]\nlisten = \"{}\"\n\
              [admin]\nlisten = \"{}\"\n\
              [tcp]\nbind = \"127.0.0.1\"\n\
-             [limits]\nshutdown_grace_secs = 2\nport_range_start = {}\nport_range_end = {}\n",
+             [limits]\nshutdown_grace_secs = 2\nport_range_start = {}\nport_range_end = {}\n{}",
             listen(addrs.and_then(|a| a.http)),
             listen(addrs.map(|a| a.ssh)),
             listen(addrs.map(|a| a.backchannel)),
             listen(addrs.map(|a| a.admin)),
             ports.0,
             ports.1,
+            limits,
         );
         std::fs::write(&config, text).unwrap();
         let ready = dir.join("gateway.ready");

@@ -536,3 +536,96 @@ async fn an_agent_flapping_every_100_ms_leaves_no_trace_in_the_gateway() {
         "a new session waited on the old one: p99 {p99:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malicious_agent_loses_its_session_while_other_tunnels_keep_serving() {
+    use g2c_tests::rogue::{self, Misbehaviour};
+    let app = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw =
+        g2c_tests::procs::GatewayProc::start_with_limits(dir.path(), None, "heartbeat_secs = 1\n")
+            .await;
+    let mut configs = register_many(&gw, dir.path(), 5, app.addr).await;
+    let good = TestAgent::start_connected(configs.remove(0)).await;
+    let key = gw
+        .cli(&["key", "create", "--registration", good.id()])
+        .await;
+    let http = gw.addrs.http.unwrap();
+
+    // Steady traffic to the good agent for the whole test.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = tokio::spawn({
+        let (stop, id, key) = (stop.clone(), good.id().to_owned(), key.clone());
+        async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.is_cancelled() {
+                let r = send(
+                    http,
+                    routed(http::Method::GET, &id, "/bytes/2048", &key, ""),
+                )
+                .await;
+                if r.status == 200 && r.body.len() == 2048 {
+                    ok += 1;
+                } else {
+                    failed.push(r.status);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed)
+        }
+    });
+    let base_rss = gw.proc.rss_kib();
+
+    let cases = [
+        Misbehaviour::OpenStreams(500),
+        Misbehaviour::OversizedFrame,
+        Misbehaviour::Garbage,
+        Misbehaviour::Silent,
+    ];
+    for (config, how) in configs.iter().zip(cases) {
+        let started = Instant::now();
+        let r = rogue::connect(config, how).await;
+        if let Misbehaviour::Silent = how {
+            // Requests with large bodies to the agent that never reads: held by flow control,
+            // then failed when its session is closed.
+            let rkey = gw
+                .cli(&["key", "create", "--registration", &config.registration_id])
+                .await;
+            for _ in 0..8 {
+                let req = routed(
+                    http::Method::POST,
+                    &config.registration_id,
+                    "/sink",
+                    &rkey,
+                    vec![0u8; 4 << 20],
+                );
+                tokio::spawn(async move { send(http, req).await });
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(10), r.mux.closed())
+            .await
+            .unwrap_or_else(|_| panic!("{how:?}: the gateway kept the session"));
+        eprintln!("{how:?}: session closed after {:?}", started.elapsed());
+    }
+    stop.cancel();
+    let (ok, failed) = load.await.unwrap();
+    let grown = gw.proc.rss_kib().saturating_sub(base_rss);
+    eprintln!(
+        "good agent: {ok} requests ok, {} failed; gateway RSS grew {grown} KiB",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "the good tunnel failed requests: {failed:?}"
+    );
+    assert!(ok > 50);
+    assert!(grown < 96 * 1024, "gateway RSS grew {grown} KiB");
+    let scrape = g2c_tests::prom::scrape(gw.addrs.admin).await;
+    assert_eq!(
+        scrape.get(
+            "g2c_ssh_connections_closed_total",
+            &[("reason", "protocol_violation")]
+        ),
+        Some(1.0)
+    );
+}

@@ -49,8 +49,6 @@ pub(super) async fn run(
             return;
         }
     };
-    // The agent has no business opening further streams: refuse them by dropping the receiver.
-    drop(inbound);
     let (read, mut write) = tokio::io::split(control);
     let mut frames = spawn_reader(read);
 
@@ -112,7 +110,15 @@ pub(super) async fn run(
     tracing::info!(session = session.id, agent_version = %session.agent_version, "agent connected");
     crate::tcp::open_for_session(&shared, &session).await;
 
-    let end = control_loop(&shared, &session, &mut frames, &mut write, heartbeat).await;
+    let end = control_loop(
+        &shared,
+        &session,
+        &mut frames,
+        &mut inbound,
+        &mut write,
+        heartbeat,
+    )
+    .await;
     shared.registry.remove_if(&reg.id, session.id);
     if end == ControlEnd::Draining {
         tracing::info!(
@@ -208,6 +214,7 @@ async fn control_loop(
     shared: &Shared,
     session: &AgentSession,
     frames: &mut mpsc::Receiver<ControlMessage>,
+    inbound: &mut mpsc::Receiver<MuxStream>,
     write: &mut WriteHalf<MuxStream>,
     heartbeat: Duration,
 ) -> ControlEnd {
@@ -239,6 +246,12 @@ async fn control_loop(
                 }
             },
             _ = session.mux.closed() => return ControlEnd::Closed,
+            // Only the gateway opens data streams; an agent that opens one is not ours.
+            Some(_) = inbound.recv() => {
+                tracing::warn!("the agent opened a stream; closing its session (protocol violation)");
+                shared.metrics.ssh_closed.with_label_values(&["protocol_violation"]).inc();
+                return ControlEnd::Closed;
+            }
             _ = session.go_away.cancelled() => {
                 let bye = ControlMessage::GoAway { reason: "gateway shutting down".into() };
                 if write_frame(write, &bye).await.is_ok() {

@@ -1,0 +1,144 @@
+//! A hostile agent for the fault suite: it holds a valid key and registration, completes the
+//! SSH handshake, the forward and the Hello like a real agent, and then misbehaves in one of a
+//! few ways. Only tests use it; everything it does stays on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use g2c_agent::config::AgentConfig;
+use g2c_proto::frame::{read_frame, write_frame};
+use g2c_proto::mux::{self, Mode, Mux, MuxHandle};
+use g2c_proto::{sshkeys, ControlMessage, ServiceDecl, ServiceKind, PROTOCOL_VERSION};
+use russh::client::{self, Msg};
+use russh::keys::PrivateKeyWithHashAlg;
+use russh::Channel;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+/// How the rogue misbehaves once its tunnel is up.
+#[derive(Debug, Clone, Copy)]
+pub enum Misbehaviour {
+    /// Open data streams towards the gateway (only the gateway may).
+    OpenStreams(usize),
+    /// Announce a control frame far over the frame limit.
+    OversizedFrame,
+    /// Write bytes that are no frame at all on the control stream.
+    Garbage,
+    /// Never send another byte (no heartbeats) and never read.
+    Silent,
+}
+
+struct Handler {
+    channels: mpsc::Sender<Channel<Msg>>,
+}
+
+impl client::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let _ = self.channels.try_send(channel);
+        Ok(())
+    }
+}
+
+/// A connected rogue: its mux (to watch the gateway close it) and the SSH handle.
+pub struct Rogue {
+    /// The yamux connection over the forwarded channel.
+    pub mux: MuxHandle,
+    _ssh: client::Handle<Handler>,
+    _control: Option<g2c_proto::mux::MuxStream>,
+}
+
+/// Connect as `config`'s registration, say Hello, read Welcome, then misbehave.
+pub async fn connect(config: &AgentConfig, how: Misbehaviour) -> Rogue {
+    let g = &config.gateway;
+    let key = sshkeys::read_private_key(&config.key_file).unwrap();
+    let (tx, mut rx) = mpsc::channel(1);
+    let cfg = Arc::new(g2c_agent::tunnel::client_config());
+    let mut ssh = client::connect(
+        cfg,
+        (g.ssh_host.as_str(), g.ssh_port),
+        Handler { channels: tx },
+    )
+    .await
+    .unwrap();
+    let auth = ssh
+        .authenticate_publickey(
+            &config.registration_id,
+            PrivateKeyWithHashAlg::new(Arc::new(key), None),
+        )
+        .await
+        .unwrap();
+    assert!(auth.success(), "the rogue holds a valid key");
+    ssh.tcpip_forward("g2c", u32::from(g.tunnel_port))
+        .await
+        .unwrap();
+    let channel = rx.recv().await.unwrap();
+    let (mux, inbound) = mux::spawn(channel.into_stream().compat(), Mode::Server);
+    std::mem::forget(inbound); // never serves the gateway's streams
+    let mut control = mux.open().await.unwrap();
+    let hello = ControlMessage::Hello {
+        version: PROTOCOL_VERSION,
+        agent_version: "rogue".into(),
+        services: vec![ServiceDecl {
+            name: "web".into(),
+            kind: ServiceKind::Http,
+        }],
+    };
+    write_frame(&mut control, &hello).await.unwrap();
+    let welcome = read_frame::<ControlMessage, _>(&mut control).await.unwrap();
+    assert!(
+        matches!(welcome, Some(ControlMessage::Welcome { .. })),
+        "{welcome:?}"
+    );
+    let keep = match how {
+        Misbehaviour::OpenStreams(n) => {
+            for _ in 0..n {
+                match tokio::time::timeout(Duration::from_secs(2), mux.open()).await {
+                    Ok(Ok(mut s)) => {
+                        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+                        std::mem::forget(s);
+                    }
+                    _ => break,
+                }
+            }
+            control
+        }
+        Misbehaviour::OversizedFrame => {
+            let _ = control
+                .write_all(&(256u32 * 1024 * 1024).to_be_bytes())
+                .await;
+            let _ = control.write_all(&[b'{'; 4096]).await;
+            control
+        }
+        Misbehaviour::Garbage => {
+            let _ = control.write_all(&[0, 0, 0, 12]).await;
+            let _ = control.write_all(b"not json at all").await;
+            control
+        }
+        Misbehaviour::Silent => control,
+    };
+    Rogue {
+        mux,
+        _ssh: ssh,
+        _control: Some(keep),
+    }
+}
