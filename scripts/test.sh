@@ -46,6 +46,9 @@ cargo build --release --workspace --bins
 say "cargo test"
 cargo test --release --workspace --no-fail-fast
 
+say "fuzzing: each cargo-fuzz target for 60 s (scripts/fuzz.sh)"
+scripts/fuzz.sh 60
+
 say "criterion benches, quick mode (each bench once; numbers come from cargo bench / scripts/bench.sh)"
 cargo bench -p g2c-benches -- --test
 

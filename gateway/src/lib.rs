@@ -169,6 +169,53 @@ pub struct Shared {
     pub key_rate: ratelimit::RateLimiter,
 }
 
+impl Shared {
+    /// Open the store, load credentials and the host key, and set up metrics, the audit log,
+    /// the upstream client and the rate limiters: everything the listeners share. `run` calls
+    /// it; the fuzz harness uses it to drive the front door over in-memory I/O.
+    pub async fn build(
+        config: GatewayConfig,
+        ssh_public_port: u16,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.path).await?);
+        let auth = AuthCache::load(store.clone()).await?;
+        let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
+        let host_key_public = g2c_proto::sshkeys::public_openssh(host_key.public_key());
+        let registry = Arc::new(Registry::default());
+        let metrics = metrics::Metrics::new();
+        let audit = audit::AuditLog::start(&config.audit, metrics.audit_dropped.clone())
+            .map_err(GatewayError::Audit)?;
+        let client = http::upstream::client(
+            registry.clone(),
+            config.limits.upstream_pool_idle_per_agent,
+            metrics.clone(),
+        );
+        let limits = &config.limits;
+        let registration_rate = ratelimit::RateLimiter::new(
+            f64::from(limits.registration_rate_per_sec),
+            limits.registration_burst,
+        );
+        let key_rate =
+            ratelimit::RateLimiter::new(f64::from(limits.key_rate_per_sec), limits.key_burst);
+        Ok(Arc::new(Shared {
+            config,
+            store,
+            auth,
+            registry,
+            host_key,
+            host_key_public,
+            ssh_public_port,
+            client,
+            ready: AtomicBool::new(true),
+            metrics,
+            tcp: tcp::TcpPorts::default(),
+            audit,
+            registration_rate,
+            key_rate,
+        }))
+    }
+}
+
 /// Run the gateway until `shutdown` fires.
 pub async fn run(
     listeners: Listeners,
@@ -191,11 +238,6 @@ pub async fn run(
         (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
         _ => None,
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.path).await?);
-    let auth = AuthCache::load(store.clone()).await?;
-    let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
-    let host_key_public = g2c_proto::sshkeys::public_openssh(host_key.public_key());
-    let registry = Arc::new(Registry::default());
     let ssh_public_port = match config.ssh.public_port {
         Some(p) => p,
         None => listeners
@@ -204,37 +246,7 @@ pub async fn run(
             .map(|a| a.port())
             .unwrap_or(config.ssh.listen.port()),
     };
-    let metrics = metrics::Metrics::new();
-    let audit = audit::AuditLog::start(&config.audit, metrics.audit_dropped.clone())
-        .map_err(GatewayError::Audit)?;
-    let client = http::upstream::client(
-        registry.clone(),
-        config.limits.upstream_pool_idle_per_agent,
-        metrics.clone(),
-    );
-    let limits = &config.limits;
-    let registration_rate = ratelimit::RateLimiter::new(
-        f64::from(limits.registration_rate_per_sec),
-        limits.registration_burst,
-    );
-    let key_rate =
-        ratelimit::RateLimiter::new(f64::from(limits.key_rate_per_sec), limits.key_burst);
-    let shared = Arc::new(Shared {
-        config,
-        store,
-        auth,
-        registry,
-        host_key,
-        host_key_public,
-        ssh_public_port,
-        client,
-        ready: AtomicBool::new(true),
-        metrics,
-        tcp: tcp::TcpPorts::default(),
-        audit,
-        registration_rate,
-        key_rate,
-    });
+    let shared = Shared::build(config, ssh_public_port).await?;
 
     let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
     let opts = |name, tls| ServeOptions {

@@ -43,11 +43,12 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str>
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map(|h| &host[..h.len() + 1])
-            .unwrap_or(host);
+        // `[v6]:port` keeps `[v6]`; a `[` without its `]` is no address: keep it whole (it
+        // then matches no registration).
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
     }
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
@@ -126,6 +127,15 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_with_odd_brackets_do_not_panic() {
+        // Found by the front_door fuzz target: `Host: [ g/w` used to index past the end.
+        assert_eq!(strip_port("[ g/w"), "[ g/w");
+        assert_eq!(strip_port("[::1]:8000"), "[::1]");
+        assert_eq!(strip_port("["), "[");
+        assert_eq!(strip_port("a.example:80"), "a.example");
+    }
 
     fn req(host: Option<&str>, uri: &str, extra: &[(&str, &str)]) -> (HeaderMap, Uri) {
         let mut h = HeaderMap::new();
