@@ -70,6 +70,12 @@ async fn proxy(
     request_id: &HeaderValue,
     record: &mut RequestRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let watched = req.extensions().get::<super::framing::AmbiguousFraming>();
+    if watched.is_some_and(|f| f.seen()) {
+        return Err(ProxyError::BadRequest(
+            "ambiguous request framing: both Content-Length and Transfer-Encoding, or repeated Content-Length".into(),
+        ));
+    }
     if let Some(problem) = headers::framing_problem(req.headers()) {
         return Err(ProxyError::BadRequest(format!(
             "ambiguous request framing: {problem}"

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::body::ProxyBody;
+use super::framing::{AmbiguousFraming, Watched};
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,7 +80,11 @@ pub async fn serve<H, F>(
         tokio::spawn(
             async move {
                 let is_tls = tls.is_some();
-                let service = hyper::service::service_fn(move |req| {
+                // Ambiguous framing seen on this connection's bytes, for the handler to refuse.
+                let framing = AmbiguousFraming::default();
+                let flag = framing.0.clone();
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(framing.clone());
                     let fut = handler(req, peer, is_tls);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
@@ -89,6 +94,7 @@ pub async fn serve<H, F>(
                             .await
                         {
                             Ok(Ok(stream)) => {
+                                let stream = Watched::new(stream, flag);
                                 let conn = builder
                                     .serve_connection_with_upgrades(TokioIo::new(stream), service);
                                 watcher.watch(conn).await
@@ -104,6 +110,7 @@ pub async fn serve<H, F>(
                         }
                     }
                     None => {
+                        let tcp = Watched::new(tcp, flag);
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
                         watcher.watch(conn).await

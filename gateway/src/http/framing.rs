@@ -1,0 +1,350 @@
+//! A watcher on each HTTP/1 connection's incoming bytes that flags ambiguous request framing
+//! before hyper parses it away. hyper follows RFC 9112 for `Content-Length` together with
+//! `Transfer-Encoding` (it drops the length, decodes chunked and closes after the response) and
+//! merges repeated equal lengths, so the handler never sees that the caller sent both: a
+//! request-smuggling attempt would be answered 200. The watcher parses every request head on
+//! the connection as the bytes go by (it never changes them), follows the body framing to find
+//! the next head, and sets a flag the front door turns into 400 + close.
+//!
+//! It gives up (stops watching, flags nothing) on anything it is not sure of: an upgrade, a
+//! `CONNECT`, HTTP/2, a head past the size limit, a malformed chunk (hyper rejects those on its
+//! own).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Set once a request head on this connection had ambiguous framing. Put into each request's
+/// extensions by the accept loop.
+#[derive(Debug, Clone, Default)]
+pub struct AmbiguousFraming(pub Arc<AtomicBool>);
+
+impl AmbiguousFraming {
+    /// Whether an ambiguous head was seen on the connection.
+    pub fn seen(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Largest head the watcher buffers (hyper refuses larger ones with 431 anyway).
+const MAX_HEAD: usize = 96 * 1024;
+/// Most headers it parses.
+const MAX_HEADERS: usize = 256;
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a request head.
+    Head(Vec<u8>),
+    /// Skipping a `Content-Length` body.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Skipping chunk data and its CRLF.
+    ChunkData(u64),
+    /// Reading trailer lines after the last chunk until an empty line.
+    Trailers(Vec<u8>),
+    /// Not watching any more.
+    Off,
+}
+
+/// What a head says about the body that follows.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Ambiguous,
+    GiveUp,
+}
+
+fn framing_of(head: &[u8]) -> Framing {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Framing::GiveUp,
+    }
+    if req.method == Some("CONNECT") || req.version != Some(1) {
+        return Framing::GiveUp;
+    }
+    let (mut lengths, mut codings) = (Vec::new(), Vec::new());
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths.push(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            codings.push(h.value);
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            return Framing::GiveUp;
+        }
+    }
+    if (!lengths.is_empty() && !codings.is_empty()) || lengths.len() > 1 {
+        return Framing::Ambiguous;
+    }
+    if let Some(last) = codings.last() {
+        let chunked_last = std::str::from_utf8(last)
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        return if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::GiveUp
+        };
+    }
+    match lengths.first() {
+        None => Framing::None,
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .map_or(Framing::GiveUp, Framing::Length),
+    }
+}
+
+/// The position just past the first empty line (`\r\n\r\n` or `\n\n`), if any.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The watcher's state machine over one connection's incoming bytes.
+#[derive(Debug)]
+pub struct FramingWatch {
+    state: State,
+    flag: Arc<AtomicBool>,
+}
+
+impl FramingWatch {
+    /// A watcher that sets `flag`.
+    pub fn new(flag: Arc<AtomicBool>) -> Self {
+        Self {
+            state: State::Head(Vec::new()),
+            flag,
+        }
+    }
+
+    /// Whether it still watches.
+    pub fn active(&self) -> bool {
+        !matches!(self.state, State::Off)
+    }
+
+    /// Look at the next bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Off => return,
+                State::Head(buf) => {
+                    if buf.is_empty() {
+                        // Blank lines between requests are tolerated, as hyper does.
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            return;
+                        }
+                    }
+                    let before = buf.len();
+                    buf.extend_from_slice(data);
+                    let Some(end) = head_end(buf) else {
+                        if buf.len() > MAX_HEAD {
+                            self.state = State::Off;
+                        }
+                        return;
+                    };
+                    data = &data[end - before..];
+                    self.state = match framing_of(&buf[..end]) {
+                        Framing::None | Framing::Length(0) => State::Head(Vec::new()),
+                        Framing::Length(n) => State::Body(n),
+                        Framing::Chunked => State::ChunkSize(Vec::new()),
+                        Framing::Ambiguous => {
+                            self.flag.store(true, Ordering::Release);
+                            State::Off
+                        }
+                        Framing::GiveUp => State::Off,
+                    };
+                }
+                State::Body(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::ChunkSize(line) => {
+                    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+                        line.extend_from_slice(data);
+                        if line.len() > 4096 {
+                            self.state = State::Off;
+                        }
+                        return;
+                    };
+                    line.extend_from_slice(&data[..nl]);
+                    data = &data[nl + 1..];
+                    let text = String::from_utf8_lossy(line);
+                    let size = text.split(';').next().unwrap_or("").trim();
+                    self.state = match u64::from_str_radix(size, 16) {
+                        Ok(0) => State::Trailers(Vec::new()),
+                        // Data, then its CRLF.
+                        Ok(n) if n < u64::MAX - 2 => State::ChunkData(n + 2),
+                        _ => State::Off,
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = (*n).min(data.len() as u64);
+                    *n -= take;
+                    data = &data[take as usize..];
+                    if *n == 0 {
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                }
+                State::Trailers(line) => {
+                    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+                        line.extend_from_slice(data);
+                        if line.len() > MAX_HEAD {
+                            self.state = State::Off;
+                        }
+                        return;
+                    };
+                    line.extend_from_slice(&data[..nl]);
+                    data = &data[nl + 1..];
+                    let empty = line.iter().all(|b| *b == b'\r');
+                    self.state = if empty {
+                        State::Head(Vec::new())
+                    } else {
+                        State::Trailers(Vec::new())
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// An I/O stream whose incoming bytes pass a [`FramingWatch`] on the way to hyper.
+pub struct Watched<S> {
+    inner: S,
+    watch: FramingWatch,
+}
+
+impl<S> Watched<S> {
+    /// Watch `inner`'s incoming bytes, flagging into `flag`.
+    pub fn new(inner: S, flag: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            watch: FramingWatch::new(flag),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.watch.active() && buf.filled().len() > before {
+            let me = &mut *self;
+            me.watch.feed(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flagged(stream: &[u8], split: usize) -> (bool, bool) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut w = FramingWatch::new(flag.clone());
+        let (a, b) = stream.split_at(split.min(stream.len()));
+        w.feed(a);
+        w.feed(b);
+        (flag.load(Ordering::Acquire), w.active())
+    }
+
+    #[test]
+    fn ambiguous_heads_are_flagged_wherever_the_reads_split() {
+        let cl_te = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let dup =
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
+        for split in 0..cl_te.len() {
+            assert!(flagged(cl_te, split).0, "split {split}");
+        }
+        for split in 0..dup.len() {
+            assert!(flagged(dup, split).0, "split {split}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_followed_to_the_next_head() {
+        // A clean chunked request, then a clean Content-Length one, then an ambiguous third:
+        // the watcher must find the third head past both bodies (whose bytes look like heads).
+        let mut s = Vec::new();
+        s.extend_from_slice(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        s.extend_from_slice(b"1b\r\nContent-Length: 1\r\n\r\nxxxxxx\r\n0\r\nX-T: 1\r\n\r\n");
+        s.extend_from_slice(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 24\r\n\r\n");
+        s.extend_from_slice(b"Transfer-Encoding: x\r\n\r\n");
+        let clean = s.clone();
+        s.extend_from_slice(
+            b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nz",
+        );
+        for split in [0, 7, 60, 90, 130, clean.len()] {
+            assert_eq!(
+                flagged(&clean, split),
+                (false, true),
+                "clean, split {split}"
+            );
+            assert!(flagged(&s, split).0, "ambiguous third, split {split}");
+        }
+    }
+
+    #[test]
+    fn upgrades_and_h2_stop_the_watch_without_a_flag() {
+        let up = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
+        assert_eq!(flagged(up, 10), (false, false));
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(flagged(h2, 3), (false, false));
+    }
+}
