@@ -203,6 +203,12 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Largest request body, bytes (0: no limit); past it callers get 413.
     pub max_body_bytes: u64,
+    /// Most concurrent streams on one tunnel (requests and TCP connections); past it callers get
+    /// 503 `overloaded`.
+    pub max_streams_per_tunnel: usize,
+    /// MiB of yamux receive window per tunnel on top of 256 KiB per stream: what one agent may
+    /// have in flight towards the gateway (bulk speed on long links against memory per tunnel).
+    pub yamux_window_headroom_mib: usize,
 }
 
 impl Default for GatewayConfig {
@@ -276,6 +282,8 @@ impl Default for LimitsConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_body_bytes: 1024 * 1024 * 1024,
+            max_streams_per_tunnel: g2c_proto::tuning::YAMUX_MAX_STREAMS,
+            yamux_window_headroom_mib: g2c_proto::tuning::YAMUX_WINDOW_HEADROOM >> 20,
         }
     }
 }
@@ -400,6 +408,13 @@ impl GatewayConfig {
         }
         if l.max_headers == 0 {
             return invalid("limits.max_headers", "must be at least 1");
+        }
+        // Agents accept as many streams as the default allows (plus slack), no more.
+        if !(1..=g2c_proto::tuning::YAMUX_MAX_STREAMS).contains(&l.max_streams_per_tunnel) {
+            return invalid("limits.max_streams_per_tunnel", "must be between 1 and 256");
+        }
+        if l.yamux_window_headroom_mib > 1024 {
+            return invalid("limits.yamux_window_headroom_mib", "must be at most 1024");
         }
         if self.audit.max_bytes < 4096 {
             return invalid("audit.max_bytes", "must be at least 4096");

@@ -238,8 +238,12 @@ async fn splice(
     id: u64,
 ) -> Result<(), &'static str> {
     tune_socket(&tcp.inner);
-    let Ok(mut stream) = session.mux.open().await else {
-        return Err(g2c_proto::error_code::AGENT_OFFLINE);
+    let mut stream = match session.mux.open().await {
+        Ok(s) => s,
+        Err(g2c_proto::mux::MuxError::TooManyStreams) => {
+            return Err(g2c_proto::error_code::OVERLOADED)
+        }
+        Err(_) => return Err(g2c_proto::error_code::AGENT_OFFLINE),
     };
     let header = StreamHeader::new(service, format!("tcp-{id}"), peer.to_string());
     let ack = tokio::time::timeout(tuning::STREAM_ACK_TIMEOUT, async {

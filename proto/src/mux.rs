@@ -10,7 +10,9 @@ use std::future::{poll_fn, Future};
 use std::task::Poll;
 
 use futures::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -26,9 +28,12 @@ pub enum MuxError {
     /// The connection is closed (or its driver ended).
     #[error("multiplexed connection is closed")]
     Closed,
-    /// yamux refused (e.g. too many streams).
+    /// yamux refused.
     #[error("yamux: {0}")]
     Yamux(#[from] yamux::ConnectionError),
+    /// All the streams this side may open are open; the connection is fine.
+    #[error("no free stream on the multiplexed connection")]
+    TooManyStreams,
 }
 
 /// A multiplexed connection that can open streams. Kept small so the transport can be swapped.
@@ -47,6 +52,9 @@ pub struct MuxHandle {
     open_tx: mpsc::Sender<oneshot::Sender<Result<yamux::Stream, MuxError>>>,
     close: CancellationToken,
     done: CancellationToken,
+    /// One permit per stream this side may have open. yamux treats opening past its own
+    /// stream limit as fatal to the whole connection, so opens are capped here first.
+    open_permits: Arc<Semaphore>,
 }
 
 impl MuxHandle {
@@ -58,10 +66,18 @@ impl MuxHandle {
 
 impl Mux for MuxHandle {
     async fn open(&self) -> Result<MuxStream, MuxError> {
+        if self.done.is_cancelled() {
+            return Err(MuxError::Closed);
+        }
+        let permit = self
+            .open_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| MuxError::TooManyStreams)?;
         let (tx, rx) = oneshot::channel();
         self.open_tx.send(tx).await.map_err(|_| MuxError::Closed)?;
         let stream = rx.await.map_err(|_| MuxError::Closed)??;
-        Ok(MuxStream::new(stream, &self.done))
+        Ok(MuxStream::new(stream, &self.done, Some(permit)))
     }
 
     fn close(&self) {
@@ -76,11 +92,24 @@ impl Mux for MuxHandle {
 /// The yamux configuration both sides use: explicit stream and window limits (the crate's default
 /// would let one peer pin 1 GiB).
 pub fn config() -> yamux::Config {
+    config_with(tuning::YAMUX_MAX_STREAMS, tuning::YAMUX_WINDOW_HEADROOM)
+}
+
+/// Streams yamux tracks beyond the ones we open: the peer's control stream, and streams we
+/// dropped that yamux has not yet taken out of its table.
+const STREAM_SLACK: usize = 64;
+
+/// A yamux configuration for a side that opens at most `max_streams` streams (clamped to
+/// 1..=1024): yamux itself allows [`STREAM_SLACK`] more (it kills the whole connection when an
+/// open passes its limit), with a connection receive window of 256 KiB per stream plus
+/// `headroom` bytes: what one peer may have in flight towards us, so what one tunnel can cost.
+pub fn config_with(max_streams: usize, headroom: usize) -> yamux::Config {
+    let streams = max_streams.clamp(1, 1024) + STREAM_SLACK;
     let mut cfg = yamux::Config::default();
     // yamux asserts window >= 256 KiB * streams at each setter: lower the stream count (from the
     // default 512) before shrinking the window to fit it.
-    cfg.set_max_num_streams(tuning::YAMUX_MAX_STREAMS);
-    cfg.set_max_connection_receive_window(Some(tuning::YAMUX_CONNECTION_WINDOW));
+    cfg.set_max_num_streams(streams);
+    cfg.set_max_connection_receive_window(Some(256 * 1024 * streams + headroom));
     cfg
 }
 
@@ -95,14 +124,35 @@ pub fn spawn<T>(io: T, mode: Mode) -> (MuxHandle, mpsc::Receiver<MuxStream>)
 where
     T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
 {
-    spawn_with_config(io, mode, config())
+    spawn_limited(
+        io,
+        mode,
+        tuning::YAMUX_MAX_STREAMS,
+        tuning::YAMUX_WINDOW_HEADROOM,
+    )
 }
 
-/// [`spawn`] with an explicit yamux configuration (tests, benches).
-pub fn spawn_with_config<T>(
+/// [`spawn`] opening at most `max_streams` streams at once (past it, `open` fails with
+/// [`MuxError::TooManyStreams`] and the connection goes on), with `headroom` bytes of receive
+/// window beyond 256 KiB per stream. See [`config_with`].
+pub fn spawn_limited<T>(
+    io: T,
+    mode: Mode,
+    max_streams: usize,
+    headroom: usize,
+) -> (MuxHandle, mpsc::Receiver<MuxStream>)
+where
+    T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
+{
+    let cfg = config_with(max_streams, headroom);
+    spawn_inner(io, mode, cfg, max_streams.clamp(1, 1024))
+}
+
+fn spawn_inner<T>(
     io: T,
     mode: Mode,
     cfg: yamux::Config,
+    max_open: usize,
 ) -> (MuxHandle, mpsc::Receiver<MuxStream>)
 where
     T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
@@ -122,6 +172,7 @@ where
             open_tx,
             close,
             done,
+            open_permits: Arc::new(Semaphore::new(max_open)),
         },
         inbound_rx,
     )
@@ -202,7 +253,10 @@ where
     loop {
         match conn.poll_next_inbound(cx) {
             Poll::Ready(Some(Ok(stream))) => {
-                if inbound_tx.try_send(MuxStream::new(stream, done)).is_err() {
+                if inbound_tx
+                    .try_send(MuxStream::new(stream, done, None))
+                    .is_err()
+                {
                     tracing::debug!("inbound stream refused: backlog full or nobody listening");
                 }
             }

@@ -17,6 +17,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 pub struct MuxStream {
     inner: Compat<yamux::Stream>,
     ended: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// For a stream this side opened: its place under the open-stream cap.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for MuxStream {
@@ -27,10 +29,15 @@ impl std::fmt::Debug for MuxStream {
 
 impl MuxStream {
     /// Wrap a yamux stream of the connection whose end is signalled by `done`.
-    pub(crate) fn new(stream: yamux::Stream, done: &CancellationToken) -> Self {
+    pub(crate) fn new(
+        stream: yamux::Stream,
+        done: &CancellationToken,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
         Self {
             inner: stream.compat(),
             ended: Box::pin(done.clone().cancelled_owned()),
+            _permit: permit,
         }
     }
 

@@ -31,9 +31,6 @@ pub const YAMUX_MAX_STREAMS: usize = 256;
 /// Headroom above yamux's floor that lets one stream's window auto-tune towards the path's
 /// bandwidth-delay product (without it every stream stays at 256 KiB: 5 MiB/s on a 50 ms path).
 pub const YAMUX_WINDOW_HEADROOM: usize = 32 * 1024 * 1024;
-/// Receive window across all streams of one tunnel: 256 KiB × max streams (yamux's floor, each
-/// stream's guaranteed minimum) plus the auto-tuning headroom.
-pub const YAMUX_CONNECTION_WINDOW: usize = 256 * 1024 * YAMUX_MAX_STREAMS + YAMUX_WINDOW_HEADROOM;
 
 /// Default interval between control-stream heartbeats (the gateway's `heartbeat_secs`; it
 /// tells each agent the interval in Welcome).

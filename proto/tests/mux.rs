@@ -58,8 +58,17 @@ async fn closing_one_side_ends_the_other() {
 #[tokio::test]
 async fn stream_limit_is_enforced() {
     let ((client, _cin), (_server, mut sin)) = pair();
+    // The far side answers each stream (which acknowledges it) and keeps it open.
+    tokio::spawn(async move {
+        while let Some(mut s) = sin.recv().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(b"a").await;
+                std::future::pending::<()>().await;
+                drop(s);
+            });
+        }
+    });
     let mut held = Vec::new();
-    let mut accepted = Vec::new();
     let mut refused = false;
     for _ in 0..(g2c_proto::tuning::YAMUX_MAX_STREAMS + 8) {
         match client.open().await {
@@ -72,12 +81,19 @@ async fn stream_limit_is_enforced() {
                 break;
             }
         }
-        while let Ok(s) = sin.try_recv() {
-            accepted.push(s);
-        }
     }
     assert!(refused, "opening past the limit must fail");
-    assert!(held.len() <= g2c_proto::tuning::YAMUX_MAX_STREAMS);
+    assert_eq!(held.len(), g2c_proto::tuning::YAMUX_MAX_STREAMS);
+    // The connection survives (yamux itself would have torn it down), and a dropped stream
+    // frees its place.
+    assert!(matches!(
+        client.open().await,
+        Err(mux::MuxError::TooManyStreams)
+    ));
+    assert!(!client.is_closed());
+    held.pop();
+    let mut s = client.open().await.expect("a place is free again");
+    s.write_all(b"y").await.unwrap();
 }
 
 #[tokio::test]

@@ -311,3 +311,44 @@ async fn past_the_in_flight_cap_callers_get_503_and_other_registrations_are_unaf
         "capacity is back once the slow requests finished"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_stream_cap_of_a_tunnel_callers_get_503_not_502() {
+    let f = front(Some(|c| {
+        c.limits.max_streams_per_tunnel = 1;
+        c.limits.registration_max_inflight = 0;
+    }))
+    .await;
+    // One slow request takes the only stream the gateway may open (the agent's control stream
+    // does not count: the agent opened it).
+    let slow = {
+        let (addr, req) = (
+            f.gw.http(),
+            routed(Method::GET, &f.id, "/slow/1500", &f.key, ""),
+        );
+        tokio::spawn(async move { send(addr, req).await.status })
+    };
+    g2c_tests::wait_until(
+        Duration::from_secs(5),
+        "the slow request at the app",
+        || {
+            let n = f.app.seen().len();
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    let r = send(
+        f.gw.http(),
+        routed(Method::GET, &f.id, "/bytes/3", &f.key, ""),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.error_code(), Some("overloaded"));
+    assert_eq!(slow.await.unwrap(), 200);
+    let r = send(
+        f.gw.http(),
+        routed(Method::GET, &f.id, "/bytes/3", &f.key, ""),
+    )
+    .await;
+    assert_eq!(r.status, 200, "a stream is free again");
+}

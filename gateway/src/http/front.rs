@@ -222,6 +222,7 @@ fn classify_client_error(
             message: m.clone(),
         },
         Some(UpstreamError::Timeout) => ProxyError::UpstreamTimeout(reg.to_owned()),
+        Some(UpstreamError::TooManyStreams) => ProxyError::Overloaded(Some(reg.to_owned())),
         None if tunnel_closed => ProxyError::AgentOffline(reg.to_owned()),
         None => ProxyError::LocalServiceUnavailable {
             registration: reg.to_owned(),

@@ -36,6 +36,9 @@ pub enum UpstreamError {
     /// The agent did not acknowledge the stream in time.
     #[error("agent did not answer the stream header in time")]
     Timeout,
+    /// The tunnel is up but has no stream to spare (`limits.max_streams_per_tunnel`).
+    #[error("the tunnel has no free stream")]
+    TooManyStreams,
 }
 
 /// The pooled client type.
@@ -91,11 +94,13 @@ impl tower::Service<Uri> for TunnelConnector {
                     UpstreamError::LocalUnavailable("the agent offers no HTTP service".into())
                 })?
                 .to_owned();
-            let mut stream = session
-                .mux
-                .open()
-                .await
-                .map_err(|_| UpstreamError::AgentOffline)?;
+            let mut stream = session.mux.open().await.map_err(|_| {
+                if session.mux.is_closed() {
+                    UpstreamError::AgentOffline
+                } else {
+                    UpstreamError::TooManyStreams
+                }
+            })?;
             let header = StreamHeader::new(service, format!("pool-{session_id}"), "gateway".into());
             let ack = tokio::time::timeout(tuning::STREAM_ACK_TIMEOUT, async {
                 write_frame(&mut stream, &header).await?;

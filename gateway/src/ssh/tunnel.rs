@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::{self, Mode, Mux, MuxStream};
-use g2c_proto::{tuning, ControlMessage, ServiceDecl, PROTOCOL_VERSION};
+use g2c_proto::{ControlMessage, ServiceDecl, PROTOCOL_VERSION};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -40,7 +40,13 @@ pub(super) async fn run(
             return;
         }
     };
-    let (mux, mut inbound) = mux::spawn(channel.into_stream().compat(), Mode::Client);
+    let limits = &shared.config.limits;
+    let (mux, mut inbound) = mux::spawn_limited(
+        channel.into_stream().compat(),
+        Mode::Client,
+        limits.max_streams_per_tunnel,
+        limits.yamux_window_headroom_mib << 20,
+    );
     let control = match tokio::time::timeout(HELLO_TIMEOUT, inbound.recv()).await {
         Ok(Some(s)) => s,
         _ => {
@@ -77,7 +83,7 @@ pub(super) async fn run(
         version: PROTOCOL_VERSION,
         registration_id: reg.id.clone(),
         heartbeat_secs: heartbeat.as_secs() as u32,
-        max_streams: tuning::YAMUX_MAX_STREAMS as u32,
+        max_streams: shared.config.limits.max_streams_per_tunnel as u32,
     };
     if write_frame(&mut write, &welcome).await.is_err() {
         mux.close();
