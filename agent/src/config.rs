@@ -149,6 +149,22 @@ pub struct GatewayEndpoint {
     pub backchannel: Option<String>,
 }
 
+impl GatewayEndpoint {
+    /// The endpoint a registration answer names, its host key pinned.
+    pub fn from_registration(
+        answer: &g2c_proto::registration::RegisterResponse,
+        backchannel: Option<String>,
+    ) -> Self {
+        Self {
+            ssh_host: answer.ssh_host.clone(),
+            ssh_port: answer.ssh_port,
+            host_key: answer.gateway_host_key.clone(),
+            tunnel_port: answer.tunnel_port,
+            backchannel,
+        }
+    }
+}
+
 /// One local service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +239,25 @@ pub fn valid_host_port(addr: &str) -> bool {
 }
 
 impl AgentConfig {
+    /// The config of a fresh registration: its identity and gateway from the answer, the key
+    /// that was registered, `services`, and default reconnect, log and local API settings.
+    pub fn for_registration(
+        answer: &g2c_proto::registration::RegisterResponse,
+        key_file: PathBuf,
+        services: Vec<ServiceConfig>,
+        backchannel: Option<String>,
+    ) -> Self {
+        Self {
+            registration_id: answer.registration_id.clone(),
+            key_file,
+            gateway: GatewayEndpoint::from_registration(answer, backchannel),
+            services,
+            reconnect: ReconnectConfig::default(),
+            log: LogConfig::default(),
+            local_api: LocalApiConfig::default(),
+        }
+    }
+
     /// Parse TOML (no validation).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use g2c_agent::config::{
-    valid_host_port, AgentConfig, GatewayEndpoint, ReconnectConfig, ServiceConfig,
-};
+use g2c_agent::config::{valid_host_port, AgentConfig, ServiceConfig};
 use g2c_agent::status::Status;
 use g2c_proto::registration::RegisterRequest;
 use g2c_proto::{sshkeys, ServiceKind};
@@ -430,21 +428,12 @@ async fn async_main(cli: Cli) -> Result<()> {
             };
             let answer =
                 g2c_agent::register::register(&backchannel, ca_cert.as_deref(), &request).await?;
-            let config = AgentConfig {
-                registration_id: answer.registration_id.clone(),
-                key_file: std::path::absolute(&key_path)?,
-                gateway: GatewayEndpoint {
-                    ssh_host: answer.ssh_host.clone(),
-                    ssh_port: answer.ssh_port,
-                    host_key: answer.gateway_host_key.clone(),
-                    tunnel_port: answer.tunnel_port,
-                    backchannel: Some(backchannel),
-                },
-                services: svcs,
-                reconnect: ReconnectConfig::default(),
-                log: Default::default(),
-                local_api: Default::default(),
-            };
+            let config = AgentConfig::for_registration(
+                &answer,
+                std::path::absolute(&key_path)?,
+                svcs,
+                Some(backchannel),
+            );
             config.save(&config_path)?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -21,6 +21,7 @@ pub use yamux::Mode;
 use crate::tuning;
 
 pub use crate::mux_stream::MuxStream;
+use crate::mux_stream::StreamWakers;
 
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,7 @@ pub struct MuxHandle {
     open_tx: mpsc::Sender<oneshot::Sender<Result<yamux::Stream, MuxError>>>,
     close: CancellationToken,
     done: CancellationToken,
+    wakers: Arc<StreamWakers>,
     /// One permit per stream this side may have open. yamux treats opening past its own
     /// stream limit as fatal to the whole connection, so opens are capped here first.
     open_permits: Arc<Semaphore>,
@@ -77,7 +79,12 @@ impl Mux for MuxHandle {
         let (tx, rx) = oneshot::channel();
         self.open_tx.send(tx).await.map_err(|_| MuxError::Closed)?;
         let stream = rx.await.map_err(|_| MuxError::Closed)??;
-        Ok(MuxStream::new(stream, &self.done, Some(permit)))
+        Ok(MuxStream::new(
+            stream,
+            &self.done,
+            &self.wakers,
+            Some(permit),
+        ))
     }
 
     fn close(&self) {
@@ -165,13 +172,22 @@ where
     // transport as one write (one SSH packet), flushed by yamux after every frame.
     let io = futures::io::BufWriter::with_capacity(tuning::MUX_WRITE_BUFFER, io);
     let conn = yamux::Connection::new(io, cfg, mode);
-    let driver = drive(conn, open_rx, inbound_tx, close.clone(), done.clone());
+    let wakers = Arc::new(StreamWakers::default());
+    let driver = drive(
+        conn,
+        open_rx,
+        inbound_tx,
+        close.clone(),
+        done.clone(),
+        wakers.clone(),
+    );
     tokio::spawn(driver.instrument(tracing::debug_span!("yamux", ?mode)));
     (
         MuxHandle {
             open_tx,
             close,
             done,
+            wakers,
             open_permits: Arc::new(Semaphore::new(max_open)),
         },
         inbound_rx,
@@ -186,12 +202,13 @@ async fn drive<T>(
     inbound_tx: mpsc::Sender<MuxStream>,
     close: CancellationToken,
     done: CancellationToken,
+    wakers: Arc<StreamWakers>,
 ) where
     T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
 {
     let mut pending: VecDeque<OpenRequest> = VecDeque::new();
     let result = tokio::select! {
-        r = poll_fn(|cx| poll_connection(cx, &mut conn, &mut open_rx, &mut pending, &inbound_tx, &done)) => r,
+        r = poll_fn(|cx| poll_connection(cx, &mut conn, &mut open_rx, &mut pending, &inbound_tx, &done, &wakers)) => r,
         _ = close.cancelled() => {
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(2),
@@ -213,6 +230,7 @@ async fn drive<T>(
         let _ = req.send(Err(MuxError::Closed));
     }
     done.cancel();
+    wakers.wake_all();
 }
 
 fn poll_connection<T>(
@@ -222,6 +240,7 @@ fn poll_connection<T>(
     pending: &mut VecDeque<OpenRequest>,
     inbound_tx: &mpsc::Sender<MuxStream>,
     done: &CancellationToken,
+    wakers: &StreamWakers,
 ) -> Poll<Result<(), yamux::ConnectionError>>
 where
     T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
@@ -254,7 +273,7 @@ where
         match conn.poll_next_inbound(cx) {
             Poll::Ready(Some(Ok(stream))) => {
                 if inbound_tx
-                    .try_send(MuxStream::new(stream, done, None))
+                    .try_send(MuxStream::new(stream, done, wakers, None))
                     .is_err()
                 {
                     tracing::debug!("inbound stream refused: backlog full or nobody listening");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use g2c_agent::config::{AgentConfig, GatewayEndpoint, ReconnectConfig, ServiceConfig};
+use g2c_agent::config::{AgentConfig, ReconnectConfig, ServiceConfig};
 use g2c_agent::status::Status;
 use g2c_gateway::config::{GatewayConfig, ListenerConfig, TlsListenerConfig};
 use g2c_gateway::store::{SqliteStore, Store};
@@ -204,47 +204,32 @@ impl TestGateway {
             std::fs::write(&p, pem).unwrap();
             p
         });
-        let answer = g2c_agent::register::register(
+        let services = services
+            .iter()
+            .map(|(n, k, a)| ServiceConfig {
+                name: n.to_string(),
+                kind: *k,
+                local: a.to_string(),
+                health_check: None,
+            })
+            .collect();
+        let token = self.token().await;
+        let mut config = register_with(
             &self.backchannel_url(),
             ca.as_deref(),
-            &RegisterRequest {
-                name: Some("test".into()),
-                public_key: sshkeys::public_openssh(key.public_key()),
-                token: self.token().await,
-            },
-        )
-        .await
-        .unwrap();
-        AgentConfig {
-            registration_id: answer.registration_id,
+            &token,
             key_file,
-            gateway: GatewayEndpoint {
-                ssh_host: answer.ssh_host,
-                ssh_port: answer.ssh_port,
-                host_key: answer.gateway_host_key,
-                tunnel_port: answer.tunnel_port,
-                backchannel: None,
-            },
-            services: services
-                .iter()
-                .map(|(n, k, a)| ServiceConfig {
-                    name: n.to_string(),
-                    kind: *k,
-                    local: a.to_string(),
-                    health_check: None,
-                })
-                .collect(),
-            reconnect: ReconnectConfig {
-                initial_delay_ms: 50,
-                max_delay_ms: 500,
-                stable_after_secs: 5,
-            },
-            log: Default::default(),
-            local_api: g2c_agent::config::LocalApiConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                allow_remote: false,
-            },
-        }
+            &key,
+            "test",
+            services,
+        )
+        .await;
+        config.reconnect = ReconnectConfig {
+            initial_delay_ms: 50,
+            max_delay_ms: 500,
+            stable_after_secs: 5,
+        };
+        config
     }
 
     /// Allow `cidrs` on a registration's TCP service and return its public address once it
@@ -293,6 +278,33 @@ fn rand_suffix() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Register `key` (stored in `key_file`) over the real backchannel with `token`; returns the
+/// agent's config with its local API on a free loopback port.
+pub async fn register_with(
+    backchannel: &str,
+    ca: Option<&std::path::Path>,
+    token: &str,
+    key_file: std::path::PathBuf,
+    key: &russh::keys::PrivateKey,
+    name: &str,
+    services: Vec<ServiceConfig>,
+) -> AgentConfig {
+    let answer = g2c_agent::register::register(
+        backchannel,
+        ca,
+        &RegisterRequest {
+            name: Some(name.into()),
+            public_key: sshkeys::public_openssh(key.public_key()),
+            token: token.into(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut config = AgentConfig::for_registration(&answer, key_file, services, None);
+    config.local_api.listen = "127.0.0.1:0".parse().unwrap();
+    config
 }
 
 /// A running in-process agent.

@@ -302,48 +302,31 @@ async fn register_many(
     n: usize,
     app: SocketAddr,
 ) -> Vec<g2c_agent::config::AgentConfig> {
-    use g2c_proto::registration::RegisterRequest;
-    use g2c_proto::sshkeys;
     let token = gw.cli(&["token", "create", "--uses", &n.to_string()]).await;
     let backchannel = format!("http://{}", gw.addrs.backchannel);
     let mut out = Vec::new();
     for i in 0..n {
         let key_file = dir.join(format!("agent_key_{i}"));
-        let key = sshkeys::load_or_generate(&key_file).unwrap();
-        let answer = g2c_agent::register::register(
-            &backchannel,
-            None,
-            &RegisterRequest {
-                name: Some(format!("agent-{i}")),
-                public_key: sshkeys::public_openssh(key.public_key()),
-                token: token.clone(),
-            },
-        )
-        .await
-        .unwrap();
-        out.push(g2c_agent::config::AgentConfig {
-            registration_id: answer.registration_id,
-            key_file,
-            gateway: g2c_agent::config::GatewayEndpoint {
-                ssh_host: answer.ssh_host,
-                ssh_port: answer.ssh_port,
-                host_key: answer.gateway_host_key,
-                tunnel_port: answer.tunnel_port,
-                backchannel: None,
-            },
-            services: vec![g2c_agent::config::ServiceConfig {
-                name: "web".into(),
-                kind: ServiceKind::Http,
-                local: app.to_string(),
-                health_check: None,
-            }],
-            reconnect: Default::default(),
-            log: Default::default(),
-            local_api: g2c_agent::config::LocalApiConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                allow_remote: false,
-            },
-        });
+        let key = g2c_proto::sshkeys::load_or_generate(&key_file).unwrap();
+        let web = g2c_agent::config::ServiceConfig {
+            name: "web".into(),
+            kind: ServiceKind::Http,
+            local: app.to_string(),
+            health_check: None,
+        };
+        let name = format!("agent-{i}");
+        out.push(
+            g2c_tests::harness::register_with(
+                &backchannel,
+                None,
+                &token,
+                key_file,
+                &key,
+                &name,
+                vec![web],
+            )
+            .await,
+        );
     }
     out
 }

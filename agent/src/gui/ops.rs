@@ -133,10 +133,10 @@ pub async fn rotate_key(control: &Control, request: RotateKey) -> Resp {
     }
     let old_id = file_config.registration_id.clone();
     file_config.registration_id = answer.registration_id.clone();
-    file_config.gateway.ssh_host = answer.ssh_host.clone();
-    file_config.gateway.ssh_port = answer.ssh_port;
-    file_config.gateway.host_key = answer.gateway_host_key.clone();
-    file_config.gateway.tunnel_port = answer.tunnel_port;
+    file_config.gateway = crate::config::GatewayEndpoint::from_registration(
+        &answer,
+        file_config.gateway.backchannel.take(),
+    );
     match control.update_config(file_config).await {
         Ok(_) => {
             let _ = std::fs::remove_file(&old_path);

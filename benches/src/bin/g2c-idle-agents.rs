@@ -10,7 +10,7 @@ use g2c_benches::arg;
 use std::sync::Arc;
 use std::time::Duration;
 
-use g2c_agent::config::{AgentConfig, GatewayEndpoint, LocalApiConfig, ServiceConfig};
+use g2c_agent::config::{AgentConfig, ServiceConfig};
 use g2c_agent::status::Status;
 use g2c_proto::registration::RegisterRequest;
 use g2c_proto::{sshkeys, ServiceKind};
@@ -38,29 +38,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await?;
-        let config = AgentConfig {
-            registration_id: answer.registration_id,
-            key_file,
-            gateway: GatewayEndpoint {
-                ssh_host: answer.ssh_host,
-                ssh_port: answer.ssh_port,
-                host_key: answer.gateway_host_key,
-                tunnel_port: answer.tunnel_port,
-                backchannel: None,
-            },
-            services: vec![ServiceConfig {
-                name: "web".into(),
-                kind: ServiceKind::Http,
-                local: "127.0.0.1:9".into(),
-                health_check: Some(false),
-            }],
-            reconnect: Default::default(),
-            log: Default::default(),
-            local_api: LocalApiConfig {
-                listen: "127.0.0.1:0".parse()?,
-                allow_remote: false,
-            },
+        let web = ServiceConfig {
+            name: "web".into(),
+            kind: ServiceKind::Http,
+            local: "127.0.0.1:9".into(),
+            health_check: Some(false),
         };
+        let mut config = AgentConfig::for_registration(&answer, key_file, vec![web], None);
+        config.local_api.listen = "127.0.0.1:0".parse()?;
         let status = Arc::new(Status::new(String::new(), config.registration_id.clone()));
         statuses.push(status.clone());
         let shutdown = shutdown.clone();

@@ -152,16 +152,35 @@ impl FramingWatch {
                             return;
                         }
                     }
-                    let before = buf.len();
-                    buf.extend_from_slice(data);
-                    let Some(end) = head_end(buf) else {
-                        if buf.len() > MAX_HEAD {
-                            self.state = State::Off;
+                    // The common case, a whole head in this read, is parsed in place; only a
+                    // head split across reads is copied. The search for its end starts just
+                    // before the new bytes, so a head fed in small pieces costs linear time.
+                    let framing = if buf.is_empty() {
+                        match head_end(data) {
+                            Some(end) => {
+                                let f = framing_of(&data[..end]);
+                                data = &data[end..];
+                                f
+                            }
+                            None => {
+                                buf.extend_from_slice(data);
+                                return;
+                            }
                         }
-                        return;
+                    } else {
+                        let before = buf.len();
+                        buf.extend_from_slice(data);
+                        let from = before.saturating_sub(3);
+                        let Some(end) = head_end(&buf[from..]).map(|e| e + from) else {
+                            if buf.len() > MAX_HEAD {
+                                self.state = State::Off;
+                            }
+                            return;
+                        };
+                        data = &data[end - before..];
+                        framing_of(&buf[..end])
                     };
-                    data = &data[end - before..];
-                    self.state = match framing_of(&buf[..end]) {
+                    self.state = match framing {
                         Framing::None | Framing::Length(0) => State::Head(Vec::new()),
                         Framing::Length(n) => State::Body(n),
                         Framing::Chunked => State::ChunkSize(Vec::new()),
@@ -315,6 +334,18 @@ mod tests {
         for split in 0..dup.len() {
             assert!(flagged(dup, split).0, "split {split}");
         }
+    }
+
+    #[test]
+    fn a_head_fed_one_byte_at_a_time_is_still_read() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut w = FramingWatch::new(flag.clone());
+        let clean = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok";
+        let bad = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for b in clean.iter().chain(bad.iter()) {
+            w.feed(std::slice::from_ref(b));
+        }
+        assert!(flag.load(Ordering::Acquire));
     }
 
     #[test]
