@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::MuxStream;
+use g2c_proto::tap::{Tap, TapObserver};
 use g2c_proto::{tuning, Ack, AckCode, StreamHeader, PROTOCOL_VERSION};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -63,48 +60,17 @@ pub fn service_map(services: &[ServiceConfig], previous: Option<&ServiceMap>) ->
     map
 }
 
-/// A local socket that adds what passes through it to the agent's byte counters as it flows
-/// (a pooled connection can live for hours; its traffic shows at once, not when it closes).
-struct Counted<'a> {
-    inner: TcpStream,
-    status: &'a Status,
-}
+/// Adds what passes through a local socket to the agent's byte counters as it flows (a pooled
+/// connection can live for hours; its traffic shows at once, not when it closes).
+struct StatusBytes<'a>(&'a Status);
 
-impl AsyncRead for Counted<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.status.add_bytes(0, n);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Counted<'_> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = r {
-            self.status.add_bytes(n as u64, 0);
-        }
-        r
+impl TapObserver for StatusBytes<'_> {
+    fn read(&mut self, bytes: &[u8]) {
+        self.0.add_bytes(0, bytes.len() as u64);
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn wrote(&mut self, n: usize) {
+        self.0.add_bytes(n as u64, 0);
     }
 }
 
@@ -178,10 +144,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
     if write_frame(&mut stream, &Ack::Ok).await.is_err() {
         return;
     }
-    let mut local = Counted {
-        inner: local,
-        status,
-    };
+    let mut local = Tap::new(local, StatusBytes(status));
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut stream,
         &mut local,

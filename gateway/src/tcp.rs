@@ -7,18 +7,16 @@
 //! keepalive on, and no idle timeout (pooled database connections idle for hours).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use g2c_proto::frame::{read_frame, write_frame};
 use g2c_proto::mux::Mux;
+use g2c_proto::tap::{Tap, TapObserver};
 use g2c_proto::{tuning, Ack, ServiceKind, StreamHeader};
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -192,18 +190,17 @@ impl Conn {
             GaugeGuard::new(m.tcp_active.with_label_values(&[reg, &self.service])),
             GaugeGuard::new(m.active_streams.with_label_values(&[reg])),
         );
-        let counted = Counted {
-            inner: tcp,
+        let counters = Counters {
             read: m.bytes.with_label_values(&[reg, "tcp", "in"]),
             written: m.bytes.with_label_values(&[reg, "tcp", "out"]),
             n_read: 0,
             n_written: 0,
         };
-        let mut counted = counted;
+        let mut counted = Tap::new(tcp, counters);
         let error = splice(&session, &self.service, &mut counted, self.peer, self.id)
             .await
             .err();
-        let (up, down) = (counted.n_read, counted.n_written);
+        let (up, down) = (counted.observer().n_read, counted.observer().n_written);
         if self.shared.audit.enabled() {
             let request_id = format!("tcp-{}", self.id);
             let caller = self.peer.to_string();
@@ -233,11 +230,11 @@ impl Conn {
 async fn splice(
     session: &AgentSession,
     service: &str,
-    tcp: &mut Counted<TcpStream>,
+    tcp: &mut Tap<TcpStream, Counters>,
     peer: SocketAddr,
     id: u64,
 ) -> Result<(), &'static str> {
-    tune_socket(&tcp.inner);
+    tune_socket(tcp.get_ref());
     let mut stream = match session.mux.open().await {
         Ok(s) => s,
         Err(g2c_proto::mux::MuxError::TooManyStreams) => {
@@ -276,53 +273,24 @@ async fn splice(
     Ok(())
 }
 
-/// A socket that adds what it reads and writes to two metric counters as the bytes flow (a
-/// pooled database connection may live for days; its traffic must show before it closes), and
-/// keeps this connection's own totals for its audit line.
-struct Counted<S> {
-    inner: S,
+/// Adds a connection's bytes to two metric counters as they flow (a pooled database connection
+/// may live for days; its traffic must show before it closes), and keeps the connection's own
+/// totals for its audit line.
+struct Counters {
     read: IntCounter,
     written: IntCounter,
     n_read: u64,
     n_written: u64,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read.inc_by(n as u64);
-            self.n_read += n as u64;
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &polled {
-            self.written.inc_by(*n as u64);
-            self.n_written += *n as u64;
-        }
-        polled
+impl TapObserver for Counters {
+    fn read(&mut self, bytes: &[u8]) {
+        self.read.inc_by(bytes.len() as u64);
+        self.n_read += bytes.len() as u64;
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn wrote(&mut self, n: usize) {
+        self.written.inc_by(n as u64);
+        self.n_written += n as u64;
     }
 }

@@ -3,7 +3,7 @@
 //! Everything that crosses the tunnel is defined here: the length-prefixed frame codec
 //! ([`frame`]), the typed messages carried in it ([`messages`]), the backchannel registration API
 //! bodies ([`registration`]), the caller-facing error codes ([`error_code`]), the yamux driver
-//! ([`mux`]) and the tuning constants both sides must agree on ([`tuning`]). No sockets and no
+//! ([`mux`]), the byte-observing I/O adapter ([`tap`]) and the tuning constants both sides must agree on ([`tuning`]). No sockets and no
 //! config files live here: every function works on any `AsyncRead`/`AsyncWrite` or on bytes.
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,7 @@ mod mux_stream;
 pub mod registration;
 pub mod rotate;
 pub mod sshkeys;
+pub mod tap;
 pub mod tuning;
 
 pub use frame::{FrameError, MAX_FRAME_LEN};

@@ -10,13 +10,10 @@
 //! `CONNECT`, HTTP/2, a head past the size limit, a malformed chunk (hyper rejects those on its
 //! own).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use g2c_proto::tap::{Tap, TapObserver};
 
 /// Set once a request head on this connection had ambiguous framing. Put into each request's
 /// extensions by the accept loop.
@@ -249,64 +246,18 @@ impl FramingWatch {
 }
 
 /// An I/O stream whose incoming bytes pass a [`FramingWatch`] on the way to hyper.
-pub struct Watched<S> {
-    inner: S,
-    watch: FramingWatch,
+pub type Watched<S> = Tap<S, FramingWatch>;
+
+/// Watch `inner`'s incoming bytes, flagging into `flag`.
+pub fn watched<S>(inner: S, flag: Arc<AtomicBool>) -> Watched<S> {
+    Tap::new(inner, FramingWatch::new(flag))
 }
 
-impl<S> Watched<S> {
-    /// Watch `inner`'s incoming bytes, flagging into `flag`.
-    pub fn new(inner: S, flag: Arc<AtomicBool>) -> Self {
-        Self {
-            inner,
-            watch: FramingWatch::new(flag),
+impl TapObserver for FramingWatch {
+    fn read(&mut self, bytes: &[u8]) {
+        if self.active() {
+            self.feed(bytes);
         }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.watch.active() && buf.filled().len() > before {
-            let me = &mut *self;
-            me.watch.feed(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

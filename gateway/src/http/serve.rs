@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::body::ProxyBody;
-use super::framing::{AmbiguousFraming, Watched};
+use super::framing::{watched, AmbiguousFraming};
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ pub async fn serve<H, F>(
                             .await
                         {
                             Ok(Ok(stream)) => {
-                                let stream = Watched::new(stream, flag);
+                                let stream = watched(stream, flag);
                                 let conn = builder
                                     .serve_connection_with_upgrades(TokioIo::new(stream), service);
                                 watcher.watch(conn).await
@@ -110,7 +110,7 @@ pub async fn serve<H, F>(
                         }
                     }
                     None => {
-                        let tcp = Watched::new(tcp, flag);
+                        let tcp = watched(tcp, flag);
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
                         watcher.watch(conn).await
