@@ -7,6 +7,7 @@
 //! config files live here: every function works on any `AsyncRead`/`AsyncWrite` or on bytes.
 #![forbid(unsafe_code)]
 
+pub mod coalesce;
 pub mod error_code;
 pub mod frame;
 pub mod messages;

@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 pub use yamux::Mode;
 
+use crate::coalesce::CoalescingWriter;
 use crate::tuning;
 
 pub use crate::mux_stream::MuxStream;
@@ -169,8 +170,8 @@ where
     let close = CancellationToken::new();
     let done = CancellationToken::new();
     // yamux writes a frame's header and body separately; buffered, a frame reaches the
-    // transport as one write (one SSH packet), flushed by yamux after every frame.
-    let io = futures::io::BufWriter::with_capacity(tuning::MUX_WRITE_BUFFER, io);
+    // transport as one write (one SSH packet), flushed by yamux when its queue is empty.
+    let io = CoalescingWriter::new(tuning::MUX_WRITE_BUFFER, io);
     let conn = yamux::Connection::new(io, cfg, mode);
     let wakers = Arc::new(StreamWakers::default());
     let driver = drive(
@@ -197,7 +198,7 @@ where
 type OpenRequest = oneshot::Sender<Result<yamux::Stream, MuxError>>;
 
 async fn drive<T>(
-    mut conn: yamux::Connection<futures::io::BufWriter<T>>,
+    mut conn: yamux::Connection<CoalescingWriter<T>>,
     mut open_rx: mpsc::Receiver<OpenRequest>,
     inbound_tx: mpsc::Sender<MuxStream>,
     close: CancellationToken,
@@ -235,7 +236,7 @@ async fn drive<T>(
 
 fn poll_connection<T>(
     cx: &mut std::task::Context<'_>,
-    conn: &mut yamux::Connection<futures::io::BufWriter<T>>,
+    conn: &mut yamux::Connection<CoalescingWriter<T>>,
     open_rx: &mut mpsc::Receiver<OpenRequest>,
     pending: &mut VecDeque<OpenRequest>,
     inbound_tx: &mpsc::Sender<MuxStream>,
