@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use g2c_proto::mux::{self, Mode, Mux};
-use g2c_proto::ServiceKind;
 use g2c_tests::backend::Backend;
 use g2c_tests::harness::{routed, TestAgent, TestGateway};
 use http::Method;
@@ -67,10 +66,7 @@ struct Stack {
 async fn stack() -> Stack {
     let app = Backend::start().await;
     let gw = TestGateway::start().await;
-    let agent =
-        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
-            .await;
-    let key = gw.key(agent.id()).await;
+    let (agent, key) = gw.web_agent(app.addr).await;
     let tcp = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))

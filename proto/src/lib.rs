@@ -3,8 +3,9 @@
 //! Everything that crosses the tunnel is defined here: the length-prefixed frame codec
 //! ([`frame`]), the typed messages carried in it ([`messages`]), the backchannel registration API
 //! bodies ([`registration`]), the caller-facing error codes ([`error_code`]), the yamux driver
-//! ([`mux`]), the byte-observing I/O adapter ([`tap`]) and the tuning constants both sides must agree on ([`tuning`]). No sockets and no
-//! config files live here: every function works on any `AsyncRead`/`AsyncWrite` or on bytes.
+//! ([`mux`]) with its write buffer ([`coalesce`]), the byte-observing I/O adapter ([`tap`]) and
+//! the tuning constants both sides must agree on ([`tuning`]). No sockets and no config files
+//! live here: every function works on any `AsyncRead`/`AsyncWrite` or on bytes.
 #![forbid(unsafe_code)]
 
 pub mod coalesce;

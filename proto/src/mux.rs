@@ -152,19 +152,8 @@ pub fn spawn_limited<T>(
 where
     T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
 {
-    let cfg = config_with(max_streams, headroom);
-    spawn_inner(io, mode, cfg, max_streams.clamp(1, 1024))
-}
-
-fn spawn_inner<T>(
-    io: T,
-    mode: Mode,
-    cfg: yamux::Config,
-    max_open: usize,
-) -> (MuxHandle, mpsc::Receiver<MuxStream>)
-where
-    T: FuturesRead + FuturesWrite + Unpin + Send + 'static,
-{
+    let max_open = max_streams.clamp(1, 1024);
+    let cfg = config_with(max_open, headroom);
     let (open_tx, open_rx) = mpsc::channel(64);
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_BACKLOG);
     let close = CancellationToken::new();

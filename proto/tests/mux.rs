@@ -60,12 +60,10 @@ async fn stream_limit_is_enforced() {
     let ((client, _cin), (_server, mut sin)) = pair();
     // The far side answers each stream (which acknowledges it) and keeps it open.
     tokio::spawn(async move {
+        let mut held_far = Vec::new();
         while let Some(mut s) = sin.recv().await {
-            tokio::spawn(async move {
-                let _ = s.write_all(b"a").await;
-                std::future::pending::<()>().await;
-                drop(s);
-            });
+            let _ = s.write_all(b"a").await;
+            held_far.push(s);
         }
     });
     let mut held = Vec::new();

@@ -195,6 +195,16 @@ impl TestGateway {
         self.store.create_key(registration).await.unwrap().secret
     }
 
+    /// The set-up most front-door tests start from: a connected agent serving one HTTP service
+    /// `web` at `app`, and an API key for its registration.
+    pub async fn web_agent(&self, app: SocketAddr) -> (TestAgent, String) {
+        let agent =
+            TestAgent::start_connected(self.register(&[("web", ServiceKind::Http, app)]).await)
+                .await;
+        let key = self.key(agent.id()).await;
+        (agent, key)
+    }
+
     /// Register a new agent (real backchannel call) serving `services`; returns its config.
     pub async fn register(&self, services: &[(&str, ServiceKind, SocketAddr)]) -> AgentConfig {
         let key_file = self.dir.path().join(format!("agent_key_{}", rand_suffix()));

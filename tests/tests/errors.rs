@@ -130,10 +130,7 @@ async fn slow_app_is_504() {
         ..Default::default()
     })
     .await;
-    let agent =
-        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
-            .await;
-    let key = gw.key(agent.id()).await;
+    let (agent, key) = gw.web_agent(app.addr).await;
     let started = std::time::Instant::now();
     let reply = send(
         gw.http(),

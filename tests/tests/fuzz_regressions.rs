@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use g2c_proto::frame::read_frame;
-use g2c_proto::{Ack, ControlMessage, ServiceKind, StreamHeader};
+use g2c_proto::{Ack, ControlMessage, StreamHeader};
 use g2c_tests::backend::Backend;
 use g2c_tests::client::send;
-use g2c_tests::harness::{routed, TestAgent, TestGateway};
+use g2c_tests::harness::{routed, TestGateway};
 use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -69,10 +69,7 @@ async fn proto_decoders_survive_every_seed_and_regression() {
 async fn the_gateway_answers_every_front_door_and_registration_input_without_500() {
     let app = Backend::start().await;
     let gw = TestGateway::start().await;
-    let agent =
-        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
-            .await;
-    let key = gw.key(agent.id()).await;
+    let (agent, key) = gw.web_agent(app.addr).await;
     let fill = |data: &[u8]| {
         String::from_utf8_lossy(data)
             .replace("G2CREG", agent.id())

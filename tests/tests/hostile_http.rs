@@ -52,11 +52,8 @@ async fn front(configure: Option<fn(&mut g2c_gateway::config::GatewayConfig)>) -
         ..Default::default()
     })
     .await;
-    let agent =
-        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
-            .await;
+    let (agent, key) = gw.web_agent(app.addr).await;
     let id = agent.id().to_owned();
-    let key = gw.key(&id).await;
     Front {
         gw,
         app,

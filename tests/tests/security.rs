@@ -134,10 +134,7 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
 async fn revoking_a_registration_closes_its_tunnel_within_a_second() {
     let app = Backend::start().await;
     let gw = TestGateway::start().await;
-    let agent =
-        TestAgent::start_connected(gw.register(&[("web", ServiceKind::Http, app.addr)]).await)
-            .await;
-    let key = gw.key(agent.id()).await;
+    let (agent, key) = gw.web_agent(app.addr).await;
     assert_eq!(
         send(gw.http(), routed(Method::GET, agent.id(), "/", &key, ""))
             .await

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use g2c_proto::tap::{Tap, TapObserver};
 
-/// Set once a request head on this connection had ambiguous framing. Put into each request's
-/// extensions by the accept loop.
+/// Set once a request head on this connection had ambiguous framing. The accept loop puts it
+/// into the extensions of every request dispatched after that, which the front door refuses.
 #[derive(Debug, Clone, Default)]
 pub struct AmbiguousFraming(pub Arc<AtomicBool>);
 
@@ -67,20 +67,22 @@ fn framing_of(head: &[u8]) -> Framing {
     if req.method == Some("CONNECT") || req.version != Some(1) {
         return Framing::GiveUp;
     }
-    let (mut lengths, mut codings) = (Vec::new(), Vec::new());
+    // Counted and remembered in place: no allocation per request head.
+    let (mut lengths, mut length, mut coding) = (0usize, None, None);
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            lengths.push(h.value);
+            lengths += 1;
+            length = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            codings.push(h.value);
+            coding = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             return Framing::GiveUp;
         }
     }
-    if (!lengths.is_empty() && !codings.is_empty()) || lengths.len() > 1 {
+    if (lengths > 0 && coding.is_some()) || lengths > 1 {
         return Framing::Ambiguous;
     }
-    if let Some(last) = codings.last() {
+    if let Some(last) = coding {
         let chunked_last = std::str::from_utf8(last)
             .ok()
             .and_then(|v| v.rsplit(',').next())
@@ -91,7 +93,7 @@ fn framing_of(head: &[u8]) -> Framing {
             Framing::GiveUp
         };
     }
-    match lengths.first() {
+    match length {
         None => Framing::None,
         Some(v) => std::str::from_utf8(v)
             .ok()
@@ -101,14 +103,26 @@ fn framing_of(head: &[u8]) -> Framing {
     }
 }
 
-/// The position just past the first empty line (`\r\n\r\n` or `\n\n`), if any.
+/// The position just past the first empty line (`\r\n\r\n` or `\n\n`), if any, in one pass:
+/// the first `\n` that ends either pattern ends the earlier of the two.
 fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    buf.iter().enumerate().find_map(|(i, b)| {
+        if *b != b'\n' {
+            return None;
+        }
+        let after_cr = i > 0 && buf[i - 1] == b'\r';
+        match buf.get(i + 1..) {
+            Some([b'\n', ..]) => Some(i + 2),
+            Some([b'\r', b'\n', ..]) if after_cr => Some(i + 3),
+            _ => None,
+        }
+    })
+}
+
+/// The size of a chunk from its size line (without the `\n`), or `None` if it is not one.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let size = line.split(|b| *b == b';').next().unwrap_or_default();
+    u64::from_str_radix(std::str::from_utf8(size).ok()?.trim(), 16).ok()
 }
 
 /// The watcher's state machine over one connection's incoming bytes.
@@ -204,14 +218,18 @@ impl FramingWatch {
                         }
                         return;
                     };
-                    line.extend_from_slice(&data[..nl]);
+                    // A size line within one read is parsed in place, like a head.
+                    let size = if line.is_empty() {
+                        chunk_size(&data[..nl])
+                    } else {
+                        line.extend_from_slice(&data[..nl]);
+                        chunk_size(line)
+                    };
                     data = &data[nl + 1..];
-                    let text = String::from_utf8_lossy(line);
-                    let size = text.split(';').next().unwrap_or("").trim();
-                    self.state = match u64::from_str_radix(size, 16) {
-                        Ok(0) => State::Trailers(Vec::new()),
+                    self.state = match size {
+                        Some(0) => State::Trailers(Vec::new()),
                         // Data, then its CRLF.
-                        Ok(n) if n < u64::MAX - 2 => State::ChunkData(n + 2),
+                        Some(n) if n < u64::MAX - 2 => State::ChunkData(n + 2),
                         _ => State::Off,
                     };
                 }
@@ -272,6 +290,36 @@ mod tests {
         w.feed(a);
         w.feed(b);
         (flag.load(Ordering::Acquire), w.active())
+    }
+
+    #[test]
+    fn the_one_pass_head_end_finds_what_two_scans_would() {
+        let two_scans = |buf: &[u8]| {
+            let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+            let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+            crlf.into_iter().chain(lf).min()
+        };
+        // Every string of up to 7 bytes over the alphabet that matters.
+        let alphabet = [b'\r', b'\n', b'a'];
+        for len in 0..=7u32 {
+            for mut code in 0..3usize.pow(len) {
+                let mut buf = Vec::new();
+                for _ in 0..len {
+                    buf.push(alphabet[code % 3]);
+                    code /= 3;
+                }
+                assert_eq!(head_end(&buf), two_scans(&buf), "{buf:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines_parse_with_extensions_and_refuse_junk() {
+        assert_eq!(chunk_size(b"1a\r"), Some(26));
+        assert_eq!(chunk_size(b"0;name=value\r"), Some(0));
+        assert_eq!(chunk_size(b"zz\r"), None);
+        assert_eq!(chunk_size(b"\xff\r"), None);
+        assert_eq!(chunk_size(b"ffffffffffffffffff\r"), None);
     }
 
     #[test]

@@ -70,8 +70,11 @@ async fn proxy(
     request_id: &HeaderValue,
     record: &mut RequestRecord,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let watched = req.extensions().get::<super::framing::AmbiguousFraming>();
-    if watched.is_some_and(|f| f.seen()) {
+    if req
+        .extensions()
+        .get::<super::framing::AmbiguousFraming>()
+        .is_some()
+    {
         return Err(ProxyError::BadRequest(
             "ambiguous request framing: both Content-Length and Transfer-Encoding, or repeated Content-Length".into(),
         ));

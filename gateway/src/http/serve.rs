@@ -84,7 +84,12 @@ pub async fn serve<H, F>(
                 let framing = AmbiguousFraming::default();
                 let flag = framing.0.clone();
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(framing.clone());
+                    // Only then: no per-request allocation on the common path. The watcher
+                    // sees the bytes before hyper parses them, so the ambiguous request itself
+                    // is already marked.
+                    if framing.seen() {
+                        req.extensions_mut().insert(framing.clone());
+                    }
                     let fut = handler(req, peer, is_tls);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });

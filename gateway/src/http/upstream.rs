@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use g2c_proto::frame::{read_frame, write_frame};
-use g2c_proto::mux::{Mux, MuxStream};
+use g2c_proto::mux::{Mux, MuxError, MuxStream};
 use g2c_proto::{tuning, Ack, StreamHeader};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -94,12 +94,9 @@ impl tower::Service<Uri> for TunnelConnector {
                     UpstreamError::LocalUnavailable("the agent offers no HTTP service".into())
                 })?
                 .to_owned();
-            let mut stream = session.mux.open().await.map_err(|_| {
-                if session.mux.is_closed() {
-                    UpstreamError::AgentOffline
-                } else {
-                    UpstreamError::TooManyStreams
-                }
+            let mut stream = session.mux.open().await.map_err(|e| match e {
+                MuxError::TooManyStreams => UpstreamError::TooManyStreams,
+                MuxError::Closed | MuxError::Yamux(_) => UpstreamError::AgentOffline,
             })?;
             let header = StreamHeader::new(service, format!("pool-{session_id}"), "gateway".into());
             let ack = tokio::time::timeout(tuning::STREAM_ACK_TIMEOUT, async {
