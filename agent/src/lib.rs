@@ -4,7 +4,6 @@
 
 pub mod backoff;
 pub mod config;
-pub mod control;
 pub mod gui;
 pub mod health;
 pub mod local_api;
@@ -13,6 +12,7 @@ pub mod register;
 pub mod service;
 pub mod splice;
 pub mod status;
+pub mod supervisor;
 pub mod tunnel;
 #[cfg(windows)]
 pub mod winsvc;
@@ -32,9 +32,6 @@ pub enum AgentError {
     /// The private key is unusable.
     #[error(transparent)]
     Key(#[from] g2c_proto::sshkeys::KeyFileError),
-    /// The GUI's login secret file cannot be read or created.
-    #[error("GUI secret file: {0}")]
-    Secret(std::io::Error),
 }
 
 /// How a run of the agent ended.
@@ -53,15 +50,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     config.validate()?;
-    let control = control::Control::new(config, status, None, None).map_err(AgentError::Secret)?;
-    run_with(control, shutdown, None).await.map(|_| ())
+    let control = supervisor::Supervisor::new(config, status, None, None);
+    let auth = Arc::new(gui::auth::GuiAuth::ephemeral());
+    run_with(control, auth, shutdown, None).await.map(|_| ())
 }
 
 /// One run of the agent under `control`: the local API/GUI and the tunnel, until `shutdown`
 /// fires or a restart is requested. Records the local API's bound address in `api_addr_file`
 /// (what `g2c-agent status` reads).
 pub async fn run_with(
-    control: Arc<control::Control>,
+    control: Arc<supervisor::Supervisor>,
+    auth: Arc<gui::auth::GuiAuth>,
     shutdown: CancellationToken,
     api_addr_file: Option<std::path::PathBuf>,
 ) -> Result<Exit, AgentError> {
@@ -80,6 +79,7 @@ pub async fn run_with(
             Some(tokio::spawn(gui::serve(
                 listener,
                 control.clone(),
+                auth,
                 run.clone(),
             )))
         }

@@ -195,20 +195,24 @@ async fn run_agent(config_path: PathBuf, stop: Option<CancellationToken>) -> Res
         log_file = ?log_file,
         "agent starting"
     );
-    let control = g2c_agent::control::Control::new(
+    let secret_file = g2c_agent::gui::auth::secret_file(&config_path);
+    let auth = g2c_agent::gui::auth::GuiAuth::from_file(&secret_file)
+        .with_context(|| format!("GUI secret file {}", secret_file.display()))?;
+    let auth = std::sync::Arc::new(auth);
+    let control = g2c_agent::supervisor::Supervisor::new(
         config,
         status,
         Some(config_path.clone()),
         log_dir_override,
-    )
-    .with_context(|| {
-        format!(
-            "GUI secret file {}",
-            g2c_agent::gui::auth::secret_file(&config_path).display()
-        )
-    })?;
+    );
     let api_file = g2c_agent::local_api::addr_file(&config_path);
-    while g2c_agent::run_with(control.clone(), shutdown.clone(), Some(api_file.clone())).await?
+    while g2c_agent::run_with(
+        control.clone(),
+        auth.clone(),
+        shutdown.clone(),
+        Some(api_file.clone()),
+    )
+    .await?
         == g2c_agent::Exit::Restart
     {
         match control.reload_from_file() {

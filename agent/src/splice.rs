@@ -6,18 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use g2c_proto::frame::{read_frame, write_frame};
+use g2c_proto::handshake::{accept_data_stream, ack_data_stream, refuse_data_stream};
 use g2c_proto::mux::MuxStream;
 use g2c_proto::tap::{Tap, TapObserver};
-use g2c_proto::{tuning, Ack, AckCode, StreamHeader, PROTOCOL_VERSION};
+use g2c_proto::{tuning, AckCode};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::status::Status;
-
-/// How long the gateway has to send the header of a stream it opened.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A configured service as the running session serves it.
 #[derive(Debug, Clone)]
@@ -76,35 +73,17 @@ impl TapObserver for StatusBytes<'_> {
 
 /// Serve one stream opened by the gateway, counting its bytes into `status` as they flow.
 pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, status: &Status) {
-    let header = match tokio::time::timeout(
-        HEADER_TIMEOUT,
-        read_frame::<StreamHeader, _>(&mut stream),
-    )
-    .await
-    {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "bad stream header");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!("stream header timed out");
+    let header = match accept_data_stream(&mut stream).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "stream refused");
             return;
         }
     };
     tracing::debug!(service = %header.service, request = %header.request_id, caller = %header.caller_addr, "stream");
-    if header.version != PROTOCOL_VERSION {
-        refuse(
-            &mut stream,
-            AckCode::UnsupportedVersion,
-            format!("protocol version {} unsupported", header.version),
-        )
-        .await;
-        return;
-    }
     let Some(live) = services.get(&header.service) else {
-        refuse(
+        refuse_data_stream(
             &mut stream,
             AckCode::UnknownService,
             format!("no service named {:?}", header.service),
@@ -122,7 +101,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(service = %service.name, local = %service.local, error = %e, "local service refused");
-            refuse(
+            refuse_data_stream(
                 &mut stream,
                 AckCode::ConnectFailed,
                 format!("{} ({}): {e}", service.name, service.local),
@@ -131,7 +110,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
             return;
         }
         Err(_) => {
-            refuse(
+            refuse_data_stream(
                 &mut stream,
                 AckCode::ConnectTimeout,
                 format!("{}: connect timed out", service.name),
@@ -141,7 +120,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
         }
     };
     tune_socket(&local);
-    if write_frame(&mut stream, &Ack::Ok).await.is_err() {
+    if ack_data_stream(&mut stream).await.is_err() {
         return;
     }
     let mut local = Tap::new(local, StatusBytes(status));
@@ -159,11 +138,6 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
             tracing::info!(service = %service.name, "service changed; closing its open stream");
         }
     }
-}
-
-async fn refuse(stream: &mut MuxStream, code: AckCode, message: String) {
-    let _ = write_frame(stream, &Ack::Error { code, message }).await;
-    let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
 }
 
 /// `TCP_NODELAY` and keepalive on the local leg, so a database connection that idles for hours

@@ -12,8 +12,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let h = harness::harness();
     let input = harness::with_credentials(h, data);
-    let out = harness::runtime().block_on(harness::exchange(&input, |req, peer| {
-        g2c_gateway::http::front::handle(harness::harness().shared.clone(), req, peer, false)
+    let out = harness::runtime().block_on(harness::exchange(&input, |req, peer| async move {
+        harness::harness().gateway.front_door(req, peer).await
     }));
     assert_ne!(harness::first_status(&out), Some(500), "internal error for caller bytes");
 });

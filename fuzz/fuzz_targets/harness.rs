@@ -1,14 +1,14 @@
-//! What the gateway fuzz targets share: one gateway state (`Shared`, SQLite store in a
-//! temporary directory, one registration with an API key, no agent connected) built once per
-//! process, and one in-memory HTTP/1 exchange with the real handlers and the real limits.
+//! What the gateway fuzz targets share: one gateway state (the real front-door stack and
+//! backchannel on a SQLite store in a temporary directory, one registration with an API key,
+//! no agent connected) built once per process, and one in-memory HTTP/1 exchange with the real
+//! handlers and the real limits.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use g2c_gateway::config::GatewayConfig;
-use g2c_gateway::http::body::ProxyBody;
-use g2c_gateway::Shared;
+use g2c_gateway::fuzzing::{Handlers, ProxyBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The gateway state and the credentials inputs may name.
 pub struct Harness {
     /// Built once.
-    pub shared: Arc<Shared>,
+    pub gateway: Arc<Handlers>,
     /// `G2CREG` in an input becomes this registration ID.
     pub registration: String,
     /// `G2CKEY` in an input becomes this API key.
@@ -46,19 +46,19 @@ pub fn harness() -> &'static Harness {
             config.base_domain = "g2c.test".into();
             config.store.path = dir.path().join("gateway.db");
             config.ssh.host_key = dir.path().join("host_key");
-            let shared = Shared::build(config, 2222).await.expect("gateway state");
+            let gateway = Arc::new(Handlers::build(config).await.expect("gateway state"));
             let ports = g2c_gateway::store::PortRange {
                 start: 30000,
                 end: 30999,
             };
-            let token = shared
-                .store
+            let token = gateway
+                .store()
                 .create_token(Some(1), Some(Duration::from_secs(3600)))
                 .await
                 .expect("token")
                 .secret;
-            let reg = shared
-                .store
+            let reg = gateway
+                .store()
                 .register(
                     &token,
                     Some("fuzz"),
@@ -67,10 +67,10 @@ pub fn harness() -> &'static Harness {
                 )
                 .await
                 .expect("registration");
-            let key = shared.store.create_key(&reg.id).await.expect("key").secret;
-            shared.auth.refresh().await.expect("auth");
+            let key = gateway.store().create_key(&reg.id).await.expect("key").secret;
+            gateway.refresh().await;
             Harness {
-                shared,
+                gateway,
                 registration: reg.id,
                 key,
                 _dir: dir,
@@ -97,7 +97,7 @@ where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let limits = &harness().shared.config.limits;
+    let limits = &harness().gateway.config().limits;
     let (mut client, server) = tokio::io::duplex(1 << 20);
     let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
     let handler = Arc::new(handler);

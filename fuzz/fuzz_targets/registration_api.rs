@@ -23,8 +23,8 @@ fuzz_target!(|data: &[u8]| {
     let raw = data.starts_with(b"GET ") || data.starts_with(b"POST ");
     let input = if raw { data.to_vec() } else { as_request(data) };
     let input = harness::with_credentials(h, &input);
-    let out = harness::runtime().block_on(harness::exchange(&input, |req, _| {
-        g2c_gateway::backchannel::handle(harness::harness().shared.clone(), req)
+    let out = harness::runtime().block_on(harness::exchange(&input, |req, _| async move {
+        harness::harness().gateway.backchannel(req).await
     }));
     assert_ne!(harness::first_status(&out), Some(500), "internal error for caller bytes");
 });

@@ -1,12 +1,16 @@
-//! Errors of the request path, tagged by who failed, and the one place they become HTTP
-//! responses (status, `G2C-Error` header, JSON body).
+//! The gateway's errors: why it could not start ([`GatewayError`]), and why a request on any
+//! of its listeners was refused ([`RequestError`], tagged by who failed), with the one place
+//! those become HTTP responses (status, `G2C-Error` header, JSON body) for the front door, the
+//! backchannel and the admin API alike.
 
 use bytes::Bytes;
 use g2c_proto::error_code as code;
 use g2c_proto::registration::{ErrorBody, ErrorEnvelope};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::http::body::{full, ProxyBody};
+use g2c_proto::handshake::OpenError;
+
+use crate::body::{full, ProxyBody};
 
 /// Who is at fault, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,9 +25,39 @@ pub enum Party {
     Gateway,
 }
 
-/// A request that could not be proxied.
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The host key could not be loaded or created.
+    #[error(transparent)]
+    HostKey(#[from] g2c_proto::sshkeys::KeyFileError),
+    /// A TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A listener could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The audit log file could not be opened.
+    #[error("cannot open the audit log: {0}")]
+    Audit(std::io::Error),
+    /// The configuration does not match the listeners given.
+    #[error("{0}")]
+    Listeners(&'static str),
+}
+
+/// A request that a gateway listener refused or could not carry through.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProxyError {
+pub enum RequestError {
     /// No or unknown API key.
     #[error("missing or invalid API key")]
     Unauthorized,
@@ -64,12 +98,34 @@ pub enum ProxyError {
         /// Whole seconds until a request would be admitted.
         retry_after_secs: u64,
     },
+    /// No such endpoint on an API listener.
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
+    /// The enrollment token was refused (unknown, used up, expired or revoked).
+    #[error("enrollment {0}")]
+    EnrollmentRefused(&'static str),
     /// A bug or resource failure in the gateway.
     #[error("internal gateway error")]
     Internal(String),
 }
 
-impl ProxyError {
+impl RequestError {
+    /// Who failed when a data stream to `registration` could not be opened.
+    pub fn from_open(err: OpenError, registration: &str) -> Self {
+        let reg = registration.to_owned();
+        match err {
+            OpenError::TooManyStreams => Self::Overloaded(Some(reg)),
+            OpenError::TunnelClosed => Self::AgentOffline(reg),
+            OpenError::Timeout => Self::UpstreamTimeout(reg),
+            OpenError::Refused { message, .. } => Self::LocalServiceUnavailable {
+                registration: reg,
+                message,
+            },
+        }
+    }
+}
+
+impl RequestError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -83,6 +139,8 @@ impl ProxyError {
             Self::UpstreamTimeout(_) => code::UPSTREAM_TIMEOUT,
             Self::Overloaded(_) => code::OVERLOADED,
             Self::RateLimited { .. } => code::RATE_LIMITED,
+            Self::NoSuchEndpoint => code::NOT_FOUND,
+            Self::EnrollmentRefused(_) => code::UNAUTHORIZED,
             Self::Internal(_) => code::INTERNAL,
         }
     }
@@ -90,9 +148,9 @@ impl ProxyError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::EnrollmentRefused(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::UnknownRegistration(_) => StatusCode::NOT_FOUND,
+            Self::UnknownRegistration(_) | Self::NoSuchEndpoint => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AgentOffline(_) | Self::LocalServiceUnavailable { .. } => StatusCode::BAD_GATEWAY,
@@ -111,6 +169,8 @@ impl ProxyError {
             | Self::UnknownRegistration(_)
             | Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
+            | Self::NoSuchEndpoint
+            | Self::EnrollmentRefused(_)
             | Self::RateLimited { .. } => Party::Caller,
             Self::AgentOffline(_) => Party::Agent,
             Self::LocalServiceUnavailable { .. } | Self::UpstreamTimeout(_) => Party::LocalApp,
@@ -118,7 +178,8 @@ impl ProxyError {
         }
     }
 
-    fn registration(&self) -> Option<&str> {
+    /// The registration the error names, if any.
+    pub fn registration(&self) -> Option<&str> {
         match self {
             Self::Forbidden(r)
             | Self::UnknownRegistration(r)

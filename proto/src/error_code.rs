@@ -21,6 +21,8 @@ pub const RATE_LIMITED: &str = "rate_limited";
 pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
 /// The request is malformed or names no registration.
 pub const BAD_REQUEST: &str = "bad_request";
+/// No such endpoint on an API listener.
+pub const NOT_FOUND: &str = "not_found";
 /// Something failed inside the gateway itself.
 pub const INTERNAL: &str = "internal";
 

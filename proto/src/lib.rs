@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses the tunnel is defined here: the length-prefixed frame codec
 //! ([`frame`]), the typed messages carried in it ([`messages`]), the backchannel registration API
-//! bodies ([`registration`]), the caller-facing error codes ([`error_code`]), the yamux driver
+//! bodies ([`registration`]), the caller-facing error codes ([`error_code`]), the data-stream and Hello/Welcome handshakes
+//! ([`handshake`]), the yamux driver
 //! ([`mux`]) with its write buffer ([`coalesce`]), the byte-observing I/O adapter ([`tap`]) and
 //! the tuning constants both sides must agree on ([`tuning`]). No sockets and no config files
 //! live here: every function works on any `AsyncRead`/`AsyncWrite` or on bytes.
@@ -11,6 +12,7 @@
 pub mod coalesce;
 pub mod error_code;
 pub mod frame;
+pub mod handshake;
 pub mod messages;
 pub mod mux;
 mod mux_stream;

@@ -115,7 +115,12 @@ async fn a_known_traffic_mix_shows_exact_counts_in_one_scrape() {
         admin_post(&format!("/v1/registrations/{id_b}/disconnect")),
     )
     .await;
-    assert_eq!(r.status, 404, "B is not connected");
+    // The one error mapping: agent_offline is 502 on every listener.
+    assert_eq!(r.status, 502, "B is not connected");
+    assert_eq!(r.headers["g2c-error"], "agent_offline");
+    let r = send(gw.addrs.admin, admin_post("/v1/no-such-thing")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.headers["g2c-error"], "not_found");
     let st = a.status.clone();
     wait_until(Duration::from_secs(10), "agent reconnected", || {
         let s = st.snapshot();
@@ -376,7 +381,7 @@ fn repo_file(rel: &str) -> PathBuf {
 
 /// Metric names (histogram suffixes removed) the gateway's metrics module defines.
 fn defined_metric_names() -> Vec<String> {
-    let src = std::fs::read_to_string(repo_file("gateway/src/metrics.rs")).unwrap();
+    let src = std::fs::read_to_string(repo_file("gateway/src/core/metrics.rs")).unwrap();
     src.split('"')
         .filter(|s| s.starts_with("g2c_") && !s.contains(' '))
         .map(str::to_owned)

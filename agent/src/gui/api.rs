@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::{error, json, ops, Gate, Resp};
-use crate::control::Control;
+use crate::supervisor::Supervisor;
 
 /// Largest request body the API reads.
 const MAX_BODY: usize = 256 * 1024;
@@ -32,19 +32,16 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn authenticate(control: &Control, gate: Gate, headers: &HeaderMap) -> Option<Caller> {
+fn authenticate(gate: &Gate, headers: &HeaderMap) -> Option<Caller> {
     if let Some(bearer) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return control
-            .auth
-            .is_secret(bearer.trim())
-            .then_some(Caller::Bearer);
+        return gate.auth.is_secret(bearer.trim()).then_some(Caller::Bearer);
     }
     let token = cookie(headers, &gate.cookie_name())?;
-    let csrf = control.auth.session(&token)?;
+    let csrf = gate.auth.session(&token)?;
     Some(Caller::Session { token, csrf })
 }
 
@@ -90,7 +87,7 @@ struct Login {
 }
 
 /// Route one API request.
-pub async fn handle(control: &Control, gate: Gate, host: &str, req: Request<Incoming>) -> Resp {
+pub async fn handle(control: &Supervisor, gate: Gate, host: &str, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let changes_state = method != Method::GET && method != Method::HEAD;
@@ -103,9 +100,9 @@ pub async fn handle(control: &Control, gate: Gate, host: &str, req: Request<Inco
         );
     }
     if (method.clone(), path.as_str()) == (Method::POST, "/v1/login") {
-        return login(control, gate, req).await;
+        return login(&gate, req).await;
     }
-    let Some(caller) = authenticate(control, gate, req.headers()) else {
+    let Some(caller) = authenticate(&gate, req.headers()) else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -132,7 +129,7 @@ pub async fn handle(control: &Control, gate: Gate, host: &str, req: Request<Inco
         },
         (&Method::POST, ["logout"]) => {
             if let Caller::Session { token, .. } = &caller {
-                control.auth.logout(token);
+                gate.auth.logout(token);
             }
             let mut r = json(StatusCode::OK, &serde_json::json!({"ok": true}));
             if let Ok(v) = HeaderValue::from_str(&format!(
@@ -166,12 +163,12 @@ pub async fn handle(control: &Control, gate: Gate, host: &str, req: Request<Inco
             Ok(r) => ops::rotate_key(control, r).await,
             Err(r) => r,
         },
-        (&Method::GET, ["diagnostics"]) => super::diagnostics::bundle(control),
+        (&Method::GET, ["diagnostics"]) => super::diagnostics::bundle(control, &gate.auth),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
 }
 
-async fn login(control: &Control, gate: Gate, req: Request<Incoming>) -> Resp {
+async fn login(gate: &Gate, req: Request<Incoming>) -> Resp {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -188,7 +185,7 @@ async fn login(control: &Control, gate: Gate, req: Request<Incoming>) -> Resp {
         Ok(l) => l,
         Err(r) => return r,
     };
-    match control.auth.login(&login.secret) {
+    match gate.auth.login(&login.secret) {
         Ok((token, csrf)) => {
             tracing::info!("GUI login");
             let mut r = json(StatusCode::OK, &serde_json::json!({"csrf": csrf}));

@@ -7,8 +7,8 @@ use http::{header, HeaderValue, StatusCode};
 
 use super::{error, Resp};
 use crate::config::AgentConfig;
-use crate::control::Control;
 use crate::logging::LOG_FILE;
+use crate::supervisor::Supervisor;
 
 /// Bytes of each log file included.
 const LOG_TAIL: u64 = 1024 * 1024;
@@ -42,8 +42,8 @@ fn mask_url(url: &str) -> String {
 }
 
 /// `GET /v1/diagnostics`.
-pub fn bundle(control: &Control) -> Resp {
-    match build(control) {
+pub fn bundle(control: &Supervisor, auth: &super::auth::GuiAuth) -> Resp {
+    match build(control, auth) {
         Ok(bytes) => {
             let id = control.config().registration_id.clone();
             let now = std::time::SystemTime::now()
@@ -67,8 +67,8 @@ pub fn bundle(control: &Control) -> Resp {
     }
 }
 
-fn build(control: &Control) -> std::io::Result<Vec<u8>> {
-    let secret = control.auth.secret().to_owned();
+fn build(control: &Supervisor, auth: &super::auth::GuiAuth) -> std::io::Result<Vec<u8>> {
+    let secret = auth.secret().to_owned();
     let scrub = |text: String| text.replace(&secret, MASK);
     let config = control
         .file_config()

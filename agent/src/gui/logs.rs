@@ -8,8 +8,8 @@ use std::path::Path;
 use http::StatusCode;
 
 use super::{error, json, Resp};
-use crate::control::Control;
 use crate::logging::LOG_FILE;
+use crate::supervisor::Supervisor;
 
 /// Most bytes read for one answer.
 const MAX_READ: u64 = 1024 * 1024;
@@ -71,7 +71,7 @@ fn rank(level: &str) -> u8 {
 }
 
 /// `GET /v1/logs/files`: the log files, live one first.
-pub fn files(control: &Control) -> Resp {
+pub fn files(control: &Supervisor) -> Resp {
     let dir = control.config().log.dir();
     let mut out: Vec<(String, u64)> = std::fs::read_dir(&dir)
         .into_iter()
@@ -95,7 +95,7 @@ pub fn files(control: &Control) -> Resp {
 }
 
 /// `GET /v1/logs?file=&level=&q=&after=`.
-pub fn query(control: &Control, query: &str) -> Resp {
+pub fn query(control: &Supervisor, query: &str) -> Resp {
     let mut file = LOG_FILE.to_owned();
     let (mut level, mut text, mut after) = (String::new(), String::new(), None);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::LocalApiConfig;
-use crate::control::Control;
+use crate::supervisor::Supervisor;
 
 /// A response of the GUI listener.
 pub type Resp = Response<Full<Bytes>>;
@@ -54,7 +54,12 @@ pub async fn bind(config: &LocalApiConfig) -> std::io::Result<TcpListener> {
 }
 
 /// Serve the GUI and API on `listener` until `shutdown`; requests in flight then finish.
-pub async fn serve(listener: TcpListener, control: Arc<Control>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    control: Arc<Supervisor>,
+    auth: Arc<auth::GuiAuth>,
+    shutdown: CancellationToken,
+) {
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "local API and GUI listening");
     let allow_remote = control.config().local_api.allow_remote;
@@ -71,14 +76,20 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, shutdown: Cance
             _ = shutdown.cancelled() => return,
         };
         let control = control.clone();
+        let auth = auth.clone();
         let conn_shutdown = shutdown.clone();
         let port = local.map(|a| a.port()).unwrap_or(0);
         tokio::spawn(
             async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let control = control.clone();
+                    let auth = auth.clone();
                     async move {
-                        let gate = Gate { port, allow_remote };
+                        let gate = Gate {
+                            port,
+                            allow_remote,
+                            auth,
+                        };
                         Ok::<_, Infallible>(with_headers(handle(&control, gate, req).await))
                     }
                 });
@@ -100,13 +111,15 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, shutdown: Cance
     }
 }
 
-/// What the gate knows about the listener.
-#[derive(Debug, Clone, Copy)]
+/// What the gate knows about the listener, and the login state it checks callers against.
+#[derive(Clone)]
 pub struct Gate {
     /// The port we listen on (names the session cookie: cookies do not tell ports apart).
     pub port: u16,
     /// Whether non-loopback access is allowed (then any Host is accepted).
     pub allow_remote: bool,
+    /// The login secret and browser sessions (kept across in-process restarts).
+    pub auth: Arc<auth::GuiAuth>,
 }
 
 impl Gate {
@@ -116,7 +129,7 @@ impl Gate {
     }
 }
 
-async fn handle(control: &Control, gate: Gate, req: Request<Incoming>) -> Resp {
+async fn handle(control: &Supervisor, gate: Gate, req: Request<Incoming>) -> Resp {
     let Some(host) = req
         .headers()
         .get(header::HOST)

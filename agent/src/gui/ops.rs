@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{error, field_error, json, Resp};
 use crate::config::{AgentConfig, ConfigError};
-use crate::control::Control;
+use crate::supervisor::Supervisor;
 
 /// Body of `PUT /v1/config`.
 #[derive(Deserialize)]
@@ -26,7 +26,7 @@ pub struct RotateKey {
 }
 
 /// `GET /v1/config`: the file's configuration and where it lives.
-pub fn get_config(control: &Control) -> Resp {
+pub fn get_config(control: &Supervisor) -> Resp {
     match control.file_config() {
         Ok(config) => json(
             StatusCode::OK,
@@ -54,7 +54,7 @@ fn config_error(e: ConfigError) -> Resp {
 }
 
 /// `PUT /v1/config`.
-pub async fn put_config(control: &Control, config: AgentConfig) -> Resp {
+pub async fn put_config(control: &Supervisor, config: AgentConfig) -> Resp {
     match control.update_config(config).await {
         Ok(outcome) => json(StatusCode::OK, &outcome),
         Err(e) => {
@@ -65,7 +65,7 @@ pub async fn put_config(control: &Control, config: AgentConfig) -> Resp {
 }
 
 /// `POST /v1/services/<name>/test`.
-pub async fn test_service(control: &Control, name: &str) -> Resp {
+pub async fn test_service(control: &Supervisor, name: &str) -> Resp {
     let config = control.config();
     let Some(service) = config.services.iter().find(|s| s.name == name) else {
         return error(
@@ -83,7 +83,7 @@ pub async fn test_service(control: &Control, name: &str) -> Resp {
 /// `POST /v1/rotate-key`: a new key pair, registered with a fresh token; the config then names
 /// the new registration and the tunnel reconnects with it. The old key is deleted once the new
 /// config is saved; the operator revokes the old registration.
-pub async fn rotate_key(control: &Control, request: RotateKey) -> Resp {
+pub async fn rotate_key(control: &Supervisor, request: RotateKey) -> Resp {
     let live = control.config();
     let Some(backchannel) = live.gateway.backchannel.clone() else {
         return error(

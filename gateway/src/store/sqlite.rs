@@ -525,9 +525,10 @@ impl Store for SqliteStore {
         async move {
             let mut canonical = Vec::new();
             for c in allow {
-                let cidr: crate::cidr::Cidr = c
-                    .parse()
-                    .map_err(|e: crate::cidr::CidrError| StoreError::Invalid(e.to_string()))?;
+                let cidr: crate::core::cidr::Cidr =
+                    c.parse().map_err(|e: crate::core::cidr::CidrError| {
+                        StoreError::Invalid(e.to_string())
+                    })?;
                 canonical.push(cidr.to_string());
             }
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;

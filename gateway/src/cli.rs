@@ -1,0 +1,164 @@
+//! The gateway's one-shot admin subcommands on the store: tokens, API keys, registrations.
+//! Each prints a line of text, or JSON with `--json`.
+
+use anyhow::Result;
+use g2c_gateway::config::GatewayConfig;
+use g2c_gateway::store::{SqliteStore, Store};
+
+use crate::{parse_duration, print, KeyOp, RegistrationOp, TokenOp};
+
+fn state(revoked: bool) -> &'static str {
+    if revoked {
+        "revoked"
+    } else {
+        "active"
+    }
+}
+
+/// `token create|list|revoke`.
+pub async fn token(store: &SqliteStore, op: TokenOp, json: bool) -> Result<()> {
+    match op {
+        TokenOp::Create { uses, ttl } => {
+            let uses = (uses > 0).then_some(uses);
+            let created = store.create_token(uses, parse_duration(&ttl)?).await?;
+            print(json, &created, |c| c.secret.clone())?;
+        }
+        TokenOp::List => print(json, &store.list_tokens().await?, |ts| {
+            ts.iter()
+                .map(|t| {
+                    format!(
+                        "{}\tuses_left={}\texpires_at={}\t{}",
+                        t.id,
+                        t.uses_left.map_or("unlimited".into(), |n| n.to_string()),
+                        t.expires_at.map_or("never".into(), |n| n.to_string()),
+                        state(t.revoked_at.is_some())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?,
+        TokenOp::Revoke { id } => {
+            store.revoke_token(&id).await?;
+            print(json, &serde_json::json!({"revoked": id}), |_| {
+                format!("token {id} revoked")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `key create|list|revoke`.
+pub async fn key(store: &SqliteStore, op: KeyOp, json: bool) -> Result<()> {
+    match op {
+        KeyOp::Create { registration } => {
+            let created = store.create_key(&registration).await?;
+            print(json, &created, |c| c.secret.clone())?;
+        }
+        KeyOp::List { registration } => print(
+            json,
+            &store.list_keys(registration.as_deref()).await?,
+            |ks| {
+                ks.iter()
+                    .map(|k| {
+                        format!(
+                            "{}\tregistration={}\t{}",
+                            k.id,
+                            k.registration_id,
+                            state(k.revoked_at.is_some())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        )?,
+        KeyOp::Revoke { id } => {
+            store.revoke_key(&id).await?;
+            print(json, &serde_json::json!({"revoked": id}), |_| {
+                format!("key {id} revoked")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `registration list|show|allow|revoke`.
+pub async fn registration(
+    store: &SqliteStore,
+    op: RegistrationOp,
+    json: bool,
+    config: &GatewayConfig,
+) -> Result<()> {
+    match op {
+        RegistrationOp::List => print(json, &store.list_registrations().await?, |rs| {
+            rs.iter()
+                .map(|r| {
+                    format!(
+                        "{}\tname={}\tport={}\t{}",
+                        r.id,
+                        r.name.as_deref().unwrap_or("-"),
+                        r.tunnel_port,
+                        state(r.revoked_at.is_some())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?,
+        RegistrationOp::Show { id } => {
+            let r = store.registration(&id).await?;
+            let tcp = store.tcp_services(Some(&id)).await?;
+            let mut view = serde_json::to_value(&r)?;
+            view["tcp_services"] = serde_json::to_value(&tcp)?;
+            print(json, &view, |_| {
+                let mut text = format!(
+                    "id:          {}\nname:        {}\ntunnel_port: {}\npublic_key:  {}\ncreated_at:  {}\nrevoked_at:  {}",
+                    r.id,
+                    r.name.as_deref().unwrap_or("-"),
+                    r.tunnel_port,
+                    r.public_key,
+                    r.created_at,
+                    r.revoked_at.map_or("-".into(), |t| t.to_string())
+                );
+                for t in &tcp {
+                    text.push_str(&format!(
+                        "\ntcp service: {} port={} allow={}",
+                        t.service,
+                        t.port,
+                        if t.allow.is_empty() {
+                            "(closed)".into()
+                        } else {
+                            t.allow.join(",")
+                        }
+                    ));
+                }
+                text
+            })?
+        }
+        RegistrationOp::Allow { id, service, cidrs } => {
+            let ports = g2c_gateway::store::PortRange {
+                start: config.limits.port_range_start,
+                end: config.limits.port_range_end,
+            };
+            let t = store.set_tcp_allow(&id, &service, &cidrs, ports).await?;
+            print(json, &t, |t| {
+                format!(
+                    "{}/{} on port {}: {}",
+                    t.registration_id,
+                    t.service,
+                    t.port,
+                    if t.allow.is_empty() {
+                        "closed".into()
+                    } else {
+                        format!("allow {}", t.allow.join(","))
+                    }
+                )
+            })?
+        }
+        RegistrationOp::Revoke { id } => {
+            store.revoke_registration(&id).await?;
+            print(json, &serde_json::json!({"revoked": id}), |_| {
+                format!("registration {id} revoked")
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! In-memory view of who may call what, refreshed from the store whenever its version changes.
+//!
+//! The request path authenticates against this snapshot (one hash and two map look-ups, no
+//! database round trip); a background task polls the store's version counter so revocations made
+//! by the CLI or another gateway node take effect within [`REFRESH_INTERVAL`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::cidr::Cidr;
+use crate::store::{digest_secret, ApiKeyInfo, Registration, Store, StoreResult};
+
+/// How often the store's version is polled.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Live registrations and keys at one store version.
+#[derive(Debug, Default)]
+pub struct AuthSnapshot {
+    /// Store version this was loaded at.
+    pub version: i64,
+    /// Live registrations by id.
+    pub registrations: HashMap<String, Registration>,
+    keys_by_digest: HashMap<[u8; 32], ApiKeyInfo>,
+    /// Allowlists by registration, then service.
+    tcp_allow: HashMap<String, HashMap<String, Vec<Cidr>>>,
+}
+
+impl AuthSnapshot {
+    /// Whether `ip` may connect to a registration's TCP service (fail closed).
+    pub fn tcp_allowed(&self, registration: &str, service: &str, ip: IpAddr) -> bool {
+        self.tcp_allow
+            .get(registration)
+            .and_then(|services| services.get(service))
+            .is_some_and(|list| super::cidr::allowed(list, ip))
+    }
+
+    /// IDs of the live API keys.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys_by_digest.values().map(|k| k.id.as_str())
+    }
+
+    /// The live key matching this plaintext secret, if any.
+    pub fn key(&self, secret: &str) -> Option<&ApiKeyInfo> {
+        self.keys_by_digest.get(&digest_secret(secret))
+    }
+}
+
+/// Shared, refreshable snapshot.
+pub struct AuthCache {
+    store: Arc<dyn Store>,
+    current: RwLock<Arc<AuthSnapshot>>,
+    /// Serialises reloads: two overlapping reloads could otherwise finish out of order and
+    /// install the older data last (a key created a moment ago would then be refused).
+    reload: tokio::sync::Mutex<()>,
+    /// The version of the snapshot in force, for wings that follow changes.
+    version: tokio::sync::watch::Sender<i64>,
+}
+
+impl AuthCache {
+    /// Load the first snapshot.
+    pub async fn load(store: Arc<dyn Store>) -> StoreResult<Self> {
+        let cache = Self {
+            store,
+            current: RwLock::new(Arc::default()),
+            reload: tokio::sync::Mutex::new(()),
+            version: tokio::sync::watch::Sender::new(0),
+        };
+        cache.refresh().await?;
+        Ok(cache)
+    }
+
+    /// The current snapshot (cheap: an `Arc` clone under a briefly held read lock).
+    pub fn snapshot(&self) -> Arc<AuthSnapshot> {
+        self.current.read().expect("auth lock poisoned").clone()
+    }
+
+    /// Follow the snapshot's version: changes whenever a reload installed newer data.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.version.subscribe()
+    }
+
+    /// Reload unconditionally.
+    pub async fn refresh(&self) -> StoreResult<Arc<AuthSnapshot>> {
+        let _one_at_a_time = self.reload.lock().await;
+        self.reload_locked().await
+    }
+
+    async fn reload_locked(&self) -> StoreResult<Arc<AuthSnapshot>> {
+        let version = self.store.version().await?;
+        let data = self.store.auth_data().await?;
+        let snap = Arc::new(AuthSnapshot {
+            version,
+            registrations: data
+                .registrations
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect(),
+            keys_by_digest: data
+                .keys
+                .into_iter()
+                .filter_map(|(hash, key)| {
+                    let digest: [u8; 32] = hex::decode(&hash).ok()?.try_into().ok()?;
+                    Some((digest, key))
+                })
+                .collect(),
+            tcp_allow: data.tcp.into_iter().fold(HashMap::new(), |mut acc, t| {
+                let cidrs = t.allow.iter().filter_map(|c| c.parse().ok()).collect();
+                acc.entry(t.registration_id)
+                    .or_insert_with(HashMap::new)
+                    .insert(t.service, cidrs);
+                acc
+            }),
+        });
+        *self.current.write().expect("auth lock poisoned") = snap.clone();
+        self.version.send_replace(version);
+        Ok(snap)
+    }
+
+    /// Look up a key; on a miss, pick up store changes first (a key created a moment ago by the
+    /// CLI works at once). Unknown keys cost one version query, not a table load.
+    pub async fn key(&self, secret: &str) -> Option<(Arc<AuthSnapshot>, ApiKeyInfo)> {
+        let snap = self.snapshot();
+        if let Some(k) = snap.key(secret) {
+            return Some((snap.clone(), k.clone()));
+        }
+        // Another request may have refreshed meanwhile: whatever happened, look again in the
+        // newest snapshot.
+        if let Err(e) = self.refresh_if_changed().await {
+            tracing::warn!(error = %e, "store poll failed");
+        }
+        let snap = self.snapshot();
+        let k = snap.key(secret)?.clone();
+        Some((snap, k))
+    }
+
+    /// Reload if the store changed; returns the new snapshot when it did.
+    pub async fn refresh_if_changed(&self) -> StoreResult<Option<Arc<AuthSnapshot>>> {
+        let _one_at_a_time = self.reload.lock().await;
+        let version = self.store.version().await?;
+        if version == self.snapshot().version {
+            return Ok(None);
+        }
+        self.reload_locked().await.map(Some)
+    }
+}

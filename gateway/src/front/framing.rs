@@ -1,0 +1,397 @@
+//! A watcher on each HTTP/1 connection's incoming bytes that flags ambiguous request framing
+//! before hyper parses it away. hyper follows RFC 9112 for `Content-Length` together with
+//! `Transfer-Encoding` (it drops the length, decodes chunked and closes after the response) and
+//! merges repeated equal lengths, so the handler never sees that the caller sent both: a
+//! request-smuggling attempt would be answered 200. The watcher parses every request head on
+//! the connection as the bytes go by (it never changes them), follows the body framing to find
+//! the next head, and sets a flag the front door turns into 400 + close.
+//!
+//! It gives up (stops watching, flags nothing) on anything it is not sure of: an upgrade, a
+//! `CONNECT`, HTTP/2, a head past the size limit, a malformed chunk (hyper rejects those on its
+//! own).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use g2c_proto::tap::{Tap, TapObserver};
+
+/// Set once a request head on this connection had ambiguous framing. The accept loop puts it
+/// into the extensions of every request dispatched after that, which the front door refuses.
+#[derive(Debug, Clone, Default)]
+pub struct AmbiguousFraming(pub Arc<AtomicBool>);
+
+impl AmbiguousFraming {
+    /// Whether an ambiguous head was seen on the connection.
+    pub fn seen(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Largest head the watcher buffers (hyper refuses larger ones with 431 anyway).
+const MAX_HEAD: usize = 96 * 1024;
+/// Most headers it parses.
+const MAX_HEADERS: usize = 256;
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a request head.
+    Head(Vec<u8>),
+    /// Skipping a `Content-Length` body.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Skipping chunk data and its CRLF.
+    ChunkData(u64),
+    /// Reading trailer lines after the last chunk until an empty line.
+    Trailers(Vec<u8>),
+    /// Not watching any more.
+    Off,
+}
+
+/// What a head says about the body that follows.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Ambiguous,
+    GiveUp,
+}
+
+fn framing_of(head: &[u8]) -> Framing {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Framing::GiveUp,
+    }
+    if req.method == Some("CONNECT") || req.version != Some(1) {
+        return Framing::GiveUp;
+    }
+    // Counted and remembered in place: no allocation per request head.
+    let (mut lengths, mut length, mut coding) = (0usize, None, None);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            length = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            coding = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            return Framing::GiveUp;
+        }
+    }
+    if (lengths > 0 && coding.is_some()) || lengths > 1 {
+        return Framing::Ambiguous;
+    }
+    if let Some(last) = coding {
+        let chunked_last = std::str::from_utf8(last)
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        return if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::GiveUp
+        };
+    }
+    match length {
+        None => Framing::None,
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .map_or(Framing::GiveUp, Framing::Length),
+    }
+}
+
+/// The position just past the first empty line (`\r\n\r\n` or `\n\n`), if any, in one pass:
+/// the first `\n` that ends either pattern ends the earlier of the two.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.iter().enumerate().find_map(|(i, b)| {
+        if *b != b'\n' {
+            return None;
+        }
+        let after_cr = i > 0 && buf[i - 1] == b'\r';
+        match buf.get(i + 1..) {
+            Some([b'\n', ..]) => Some(i + 2),
+            Some([b'\r', b'\n', ..]) if after_cr => Some(i + 3),
+            _ => None,
+        }
+    })
+}
+
+/// The size of a chunk from its size line (without the `\n`), or `None` if it is not one.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let size = line.split(|b| *b == b';').next().unwrap_or_default();
+    u64::from_str_radix(std::str::from_utf8(size).ok()?.trim(), 16).ok()
+}
+
+/// The watcher's state machine over one connection's incoming bytes.
+#[derive(Debug)]
+pub struct FramingWatch {
+    state: State,
+    flag: Arc<AtomicBool>,
+}
+
+impl FramingWatch {
+    /// A watcher that sets `flag`.
+    pub fn new(flag: Arc<AtomicBool>) -> Self {
+        Self {
+            state: State::Head(Vec::new()),
+            flag,
+        }
+    }
+
+    /// Whether it still watches.
+    pub fn active(&self) -> bool {
+        !matches!(self.state, State::Off)
+    }
+
+    /// Look at the next bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let (next, rest) = match std::mem::replace(&mut self.state, State::Off) {
+                State::Off => return,
+                State::Head(buf) => self.head(buf, data),
+                State::Body(n) => skip(n, data, State::Body, || State::Head(Vec::new())),
+                State::ChunkSize(line) => chunk_size_line(line, data),
+                State::ChunkData(n) => {
+                    skip(n, data, State::ChunkData, || State::ChunkSize(Vec::new()))
+                }
+                State::Trailers(line) => trailer_line(line, data),
+            };
+            self.state = next;
+            match rest {
+                Some(rest) => data = rest,
+                None => return,
+            }
+        }
+    }
+
+    /// Collect a request head; once whole, follow what it says about its body. Returns the next
+    /// state and the bytes after what was used (`None`: all used, wait for more).
+    fn head<'a>(&self, mut buf: Vec<u8>, mut data: &'a [u8]) -> (State, Option<&'a [u8]>) {
+        if buf.is_empty() {
+            // Blank lines between requests are tolerated, as hyper does.
+            let skip = data
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            data = &data[skip..];
+            if data.is_empty() {
+                return (State::Head(buf), None);
+            }
+        }
+        // The common case, a whole head in this read, is parsed in place; only a head split
+        // across reads is copied. The search for its end starts just before the new bytes, so
+        // a head fed in small pieces costs linear time.
+        let framing = if buf.is_empty() {
+            let Some(end) = head_end(data) else {
+                buf.extend_from_slice(data);
+                return (State::Head(buf), None);
+            };
+            let f = framing_of(&data[..end]);
+            data = &data[end..];
+            f
+        } else {
+            let before = buf.len();
+            buf.extend_from_slice(data);
+            let from = before.saturating_sub(3);
+            let Some(end) = head_end(&buf[from..]).map(|e| e + from) else {
+                let state = if buf.len() > MAX_HEAD {
+                    State::Off
+                } else {
+                    State::Head(buf)
+                };
+                return (state, None);
+            };
+            data = &data[end - before..];
+            framing_of(&buf[..end])
+        };
+        let next = match framing {
+            Framing::None | Framing::Length(0) => State::Head(Vec::new()),
+            Framing::Length(n) => State::Body(n),
+            Framing::Chunked => State::ChunkSize(Vec::new()),
+            Framing::Ambiguous => {
+                self.flag.store(true, Ordering::Release);
+                State::Off
+            }
+            Framing::GiveUp => State::Off,
+        };
+        (next, Some(data))
+    }
+}
+
+/// Skip `n` body bytes: the same state with fewer left, or `then` once all are seen.
+fn skip(
+    n: u64,
+    data: &[u8],
+    more: impl FnOnce(u64) -> State,
+    then: impl FnOnce() -> State,
+) -> (State, Option<&[u8]>) {
+    let take = n.min(data.len() as u64);
+    let rest = &data[take as usize..];
+    let next = if n == take { then() } else { more(n - take) };
+    (next, Some(rest))
+}
+
+/// Read a chunk-size line; a line within one read is parsed in place, like a head.
+fn chunk_size_line(mut line: Vec<u8>, data: &[u8]) -> (State, Option<&[u8]>) {
+    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+        line.extend_from_slice(data);
+        let state = if line.len() > 4096 {
+            State::Off
+        } else {
+            State::ChunkSize(line)
+        };
+        return (state, None);
+    };
+    let size = if line.is_empty() {
+        chunk_size(&data[..nl])
+    } else {
+        line.extend_from_slice(&data[..nl]);
+        chunk_size(&line)
+    };
+    let next = match size {
+        Some(0) => State::Trailers(Vec::new()),
+        // Data, then its CRLF.
+        Some(n) if n < u64::MAX - 2 => State::ChunkData(n + 2),
+        _ => State::Off,
+    };
+    (next, Some(&data[nl + 1..]))
+}
+
+/// Read trailer lines after the last chunk until an empty one ends the request.
+fn trailer_line(mut line: Vec<u8>, data: &[u8]) -> (State, Option<&[u8]>) {
+    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+        line.extend_from_slice(data);
+        let state = if line.len() > MAX_HEAD {
+            State::Off
+        } else {
+            State::Trailers(line)
+        };
+        return (state, None);
+    };
+    line.extend_from_slice(&data[..nl]);
+    let next = if line.iter().all(|b| *b == b'\r') {
+        State::Head(Vec::new())
+    } else {
+        State::Trailers(Vec::new())
+    };
+    (next, Some(&data[nl + 1..]))
+}
+
+/// An I/O stream whose incoming bytes pass a [`FramingWatch`] on the way to hyper.
+pub type Watched<S> = Tap<S, FramingWatch>;
+
+/// Watch `inner`'s incoming bytes, flagging into `flag`.
+pub fn watched<S>(inner: S, flag: Arc<AtomicBool>) -> Watched<S> {
+    Tap::new(inner, FramingWatch::new(flag))
+}
+
+impl TapObserver for FramingWatch {
+    fn read(&mut self, bytes: &[u8]) {
+        if self.active() {
+            self.feed(bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flagged(stream: &[u8], split: usize) -> (bool, bool) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut w = FramingWatch::new(flag.clone());
+        let (a, b) = stream.split_at(split.min(stream.len()));
+        w.feed(a);
+        w.feed(b);
+        (flag.load(Ordering::Acquire), w.active())
+    }
+
+    #[test]
+    fn the_one_pass_head_end_finds_what_two_scans_would() {
+        let two_scans = |buf: &[u8]| {
+            let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+            let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+            crlf.into_iter().chain(lf).min()
+        };
+        // Every string of up to 7 bytes over the alphabet that matters.
+        let alphabet = [b'\r', b'\n', b'a'];
+        for len in 0..=7u32 {
+            for mut code in 0..3usize.pow(len) {
+                let mut buf = Vec::new();
+                for _ in 0..len {
+                    buf.push(alphabet[code % 3]);
+                    code /= 3;
+                }
+                assert_eq!(head_end(&buf), two_scans(&buf), "{buf:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines_parse_with_extensions_and_refuse_junk() {
+        assert_eq!(chunk_size(b"1a\r"), Some(26));
+        assert_eq!(chunk_size(b"0;name=value\r"), Some(0));
+        assert_eq!(chunk_size(b"zz\r"), None);
+        assert_eq!(chunk_size(b"\xff\r"), None);
+        assert_eq!(chunk_size(b"ffffffffffffffffff\r"), None);
+    }
+
+    #[test]
+    fn ambiguous_heads_are_flagged_wherever_the_reads_split() {
+        let cl_te = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let dup =
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
+        for split in 0..cl_te.len() {
+            assert!(flagged(cl_te, split).0, "split {split}");
+        }
+        for split in 0..dup.len() {
+            assert!(flagged(dup, split).0, "split {split}");
+        }
+    }
+
+    #[test]
+    fn a_head_fed_one_byte_at_a_time_is_still_read() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut w = FramingWatch::new(flag.clone());
+        let clean = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok";
+        let bad = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for b in clean.iter().chain(bad.iter()) {
+            w.feed(std::slice::from_ref(b));
+        }
+        assert!(flag.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn bodies_are_followed_to_the_next_head() {
+        // A clean chunked request, then a clean Content-Length one, then an ambiguous third:
+        // the watcher must find the third head past both bodies (whose bytes look like heads).
+        let mut s = Vec::new();
+        s.extend_from_slice(b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        s.extend_from_slice(b"1b\r\nContent-Length: 1\r\n\r\nxxxxxx\r\n0\r\nX-T: 1\r\n\r\n");
+        s.extend_from_slice(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 24\r\n\r\n");
+        s.extend_from_slice(b"Transfer-Encoding: x\r\n\r\n");
+        let clean = s.clone();
+        s.extend_from_slice(
+            b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nz",
+        );
+        for split in [0, 7, 60, 90, 130, clean.len()] {
+            assert_eq!(
+                flagged(&clean, split),
+                (false, true),
+                "clean, split {split}"
+            );
+            assert!(flagged(&s, split).0, "ambiguous third, split {split}");
+        }
+    }
+
+    #[test]
+    fn upgrades_and_h2_stop_the_watch_without_a_flag() {
+        let up = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
+        assert_eq!(flagged(up, 10), (false, false));
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(flagged(h2, 3), (false, false));
+    }
+}

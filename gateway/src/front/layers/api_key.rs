@@ -1,0 +1,236 @@
+//! Authenticate the caller: an API key (`Proxy-Authorization: Bearer` or `G2C-Key`) that is
+//! live, for a registration that exists, and scoped to it. A key the cached snapshot does not
+//! know makes the cache look at the store once (a key created a moment ago works at once);
+//! only that path boxes a future.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{ready, BoxFuture, Either, Ready};
+use http::Request;
+use tower::{Layer, Service};
+
+use super::route::Target;
+use crate::core::auth::AuthSnapshot;
+use crate::core::Core;
+use crate::error::RequestError;
+use crate::front::record::Facts;
+use crate::front::route::api_key;
+use crate::store::ApiKeyInfo;
+
+/// The authentication layer.
+#[derive(Clone)]
+pub struct ApiKeyLayer {
+    /// Where credentials are cached.
+    pub core: Arc<Core>,
+}
+
+impl<S> Layer<S> for ApiKeyLayer {
+    type Service = ApiKey<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKey {
+            core: self.core.clone(),
+            inner,
+        }
+    }
+}
+
+/// The authentication service.
+#[derive(Clone)]
+pub struct ApiKey<S> {
+    core: Arc<Core>,
+    inner: S,
+}
+
+type Decided<R> = Ready<Result<R, RequestError>>;
+
+impl<S, B> Service<Request<B>> for ApiKey<S>
+where
+    S: Service<Request<B>, Error = RequestError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = RequestError;
+    type Future = Either<
+        Either<Decided<S::Response>, S::Future>,
+        BoxFuture<'static, Result<S::Response, RequestError>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let snapshot = self.core.auth.snapshot();
+        let (key, missed) = match api_key(req.headers()) {
+            None => (None, None),
+            Some(secret) => match snapshot.key(secret) {
+                Some(k) => (Some(k), None),
+                None => (None, Some(secret.to_owned())),
+            },
+        };
+        match missed {
+            None => Either::Left(self.decide(req, &snapshot, key)),
+            Some(secret) => {
+                // Not in the snapshot: the store may have it since a moment ago.
+                let mut this = self.clone();
+                Either::Right(Box::pin(async move {
+                    let found = this.core.auth.key(&secret).await;
+                    let snapshot = found
+                        .as_ref()
+                        .map_or_else(|| this.core.auth.snapshot(), |(s, _)| s.clone());
+                    this.decide(req, &snapshot, found.as_ref().map(|(_, k)| k))
+                        .await
+                }))
+            }
+        }
+    }
+}
+
+impl<S> ApiKey<S> {
+    /// Admit or refuse the request with `key` (the live key it carries, if any).
+    fn decide<B>(
+        &mut self,
+        req: Request<B>,
+        snapshot: &AuthSnapshot,
+        key: Option<&ApiKeyInfo>,
+    ) -> Either<Decided<S::Response>, S::Future>
+    where
+        S: Service<Request<B>, Error = RequestError>,
+    {
+        match authorize(&req, snapshot, key) {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(e) => Either::Left(ready(Err(e))),
+        }
+    }
+}
+
+/// The decision itself: the key must be live, its registration must exist, and the key must
+/// be scoped to the registration the request names. What is learnt goes into the [`Facts`].
+fn authorize<B>(
+    req: &Request<B>,
+    snapshot: &AuthSnapshot,
+    key: Option<&ApiKeyInfo>,
+) -> Result<(), RequestError> {
+    let Some(target) = req.extensions().get::<Target>() else {
+        return Err(RequestError::Internal("api_key layer before route".into()));
+    };
+    let reg = target.registration.as_str();
+    let facts = req.extensions().get::<Arc<Facts>>();
+    let exists = snapshot.registrations.contains_key(reg);
+    let Some(key) = key else {
+        // A refused caller is counted under the registration it named, if that one exists.
+        if let (Some(f), true) = (facts, exists) {
+            f.set_registration(reg);
+        }
+        return Err(RequestError::Unauthorized);
+    };
+    if let Some(f) = facts {
+        f.set_key_id(&key.id);
+    }
+    if !exists {
+        return Err(RequestError::UnknownRegistration(reg.to_owned()));
+    }
+    if let Some(f) = facts {
+        f.set_registration(reg);
+    }
+    if key.registration_id != reg {
+        return Err(RequestError::Forbidden(reg.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::layers::testing::{call, fixture, inner, request};
+    use crate::front::route::Target;
+
+    fn targeted(reg: &str, key: Option<&str>) -> Request<()> {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = auth
+            .iter()
+            .map(|a| ("proxy-authorization", a.as_str()))
+            .collect();
+        let mut req = request("/", &headers);
+        req.extensions_mut().insert(Target {
+            registration: reg.into(),
+            rewritten: None,
+        });
+        req.extensions_mut().insert(Arc::new(Facts::default()));
+        req
+    }
+
+    #[tokio::test]
+    async fn keys_are_checked_for_life_existence_and_scope_and_the_facts_recorded() {
+        let f = fixture(|_| {}).await;
+        let (svc, seen) = inner();
+        let svc = ApiKeyLayer {
+            core: f.core.clone(),
+        }
+        .layer(svc);
+        let code = |r: Result<_, RequestError>| r.map(|_| "ok").unwrap_or_else(|e| e.code());
+
+        assert_eq!(
+            code(call(svc.clone(), targeted(&f.reg, None)).await),
+            "unauthorized"
+        );
+        assert_eq!(
+            code(call(svc.clone(), targeted(&f.reg, Some("nope"))).await),
+            "unauthorized"
+        );
+        assert_eq!(
+            code(call(svc.clone(), targeted("ghost", Some(&f.key))).await),
+            "unknown_registration"
+        );
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(
+            code(call(svc.clone(), targeted(&f.reg, Some(&f.key))).await),
+            "ok"
+        );
+        let seen = seen.lock().unwrap();
+        let facts = seen[0].extensions().get::<Arc<Facts>>().unwrap();
+        assert_eq!(facts.registration(), Some(f.reg.as_str()));
+        assert!(facts.key_id().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_key_for_another_registration_is_forbidden_and_a_new_key_works_at_once() {
+        let f = fixture(|_| {}).await;
+        let token = f
+            .core
+            .store
+            .create_token(Some(1), None)
+            .await
+            .unwrap()
+            .secret;
+        let ports = crate::store::PortRange {
+            start: 40100,
+            end: 40110,
+        };
+        let pk =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoO77y3o9L9fItc8Lm9cP9mP6pRSA0kwuMdoO6DNAFg u";
+        let other = f
+            .core
+            .store
+            .register(&token, None, pk, ports)
+            .await
+            .unwrap()
+            .id;
+        // Created behind the cache's back: found on the miss path.
+        let fresh = f.core.store.create_key(&other).await.unwrap().secret;
+        let (svc, _) = inner();
+        let svc = ApiKeyLayer {
+            core: f.core.clone(),
+        }
+        .layer(svc);
+        let err = call(svc.clone(), targeted(&f.reg, Some(&fresh)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "forbidden");
+        call(svc, targeted(&other, Some(&fresh))).await.unwrap();
+    }
+}

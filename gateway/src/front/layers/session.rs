@@ -1,0 +1,72 @@
+//! Find the registration's live tunnel (the one look-up of the request) and admit the request
+//! under the registration's in-flight cap; the session rides on as a [`Tunnel`] extension and
+//! the request is counted in flight until its response body is done.
+
+use std::sync::Arc;
+
+use http::Request;
+
+use super::route::Target;
+use super::Check;
+use crate::core::registry::AgentSession;
+use crate::core::Core;
+use crate::error::RequestError;
+use crate::front::record::Facts;
+
+/// The session a request goes through.
+#[derive(Clone)]
+pub struct Tunnel(pub Arc<AgentSession>);
+
+/// The session look-up and in-flight cap (`limits.registration_max_inflight`, 0 = none).
+#[derive(Clone)]
+pub struct SessionCheck {
+    /// Where sessions are registered.
+    pub core: Arc<Core>,
+    /// Most requests in flight per registration.
+    pub max_inflight: usize,
+}
+
+impl Check for SessionCheck {
+    fn check<B>(&self, req: &mut Request<B>) -> Result<(), RequestError> {
+        let Some(target) = req.extensions().get::<Target>() else {
+            return Err(RequestError::Internal("session layer before route".into()));
+        };
+        let reg = &target.registration;
+        let session = self
+            .core
+            .registry
+            .get(reg)
+            .ok_or_else(|| RequestError::AgentOffline(reg.clone()))?;
+        if self.max_inflight > 0 && session.inflight() >= self.max_inflight {
+            return Err(RequestError::Overloaded(Some(reg.clone())));
+        }
+        if let Some(facts) = req.extensions().get::<Arc<Facts>>() {
+            facts.hold_inflight(session.begin_request());
+        }
+        req.extensions_mut().insert(Tunnel(session));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::layers::testing::{fixture, request};
+
+    #[tokio::test]
+    async fn no_tunnel_is_agent_offline() {
+        let f = fixture(|_| {}).await;
+        let check = SessionCheck {
+            core: f.core.clone(),
+            max_inflight: 1,
+        };
+        let mut req = request("/", &[]);
+        req.extensions_mut().insert(Target {
+            registration: f.reg.clone(),
+            rewritten: None,
+        });
+        let err = check.check(&mut req).unwrap_err();
+        assert_eq!(err.code(), "agent_offline");
+        assert!(req.extensions().get::<Tunnel>().is_none());
+    }
+}

@@ -1,0 +1,189 @@
+//! The innermost service of the front door: rewrite an admitted request for the app (origin
+//! form, hop-by-hop and gateway headers out, `X-Forwarded-*` in), send it through a pooled
+//! connection of the request's tunnel, and pass the answer back, splicing an upgrade through.
+
+use std::sync::atomic::AtomicU8;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use g2c_proto::mux::Mux;
+use http::header::{HeaderValue, HOST};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{BodyFault, CallerBody};
+use super::layers::route::Target;
+use super::layers::session::Tunnel;
+use super::pool::{self, PooledBody, SendError};
+use super::record::Facts;
+use super::{headers, route, ConnInfo, Front};
+use crate::body::ProxyBody;
+use crate::error::RequestError;
+
+/// The proxy service of one connection.
+#[derive(Clone)]
+pub struct Proxy {
+    /// The front door's state.
+    pub front: Arc<Front>,
+    /// The caller's connection.
+    pub conn: ConnInfo,
+}
+
+impl tower::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = RequestError;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, RequestError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RequestError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(proxy(self.front.clone(), self.conn, req))
+    }
+}
+
+async fn proxy(
+    front: Arc<Front>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, RequestError> {
+    let (Some(target), Some(Tunnel(session)), Some(facts)) = (
+        req.extensions_mut().remove::<Target>(),
+        req.extensions_mut().remove::<Tunnel>(),
+        req.extensions_mut().remove::<Arc<Facts>>(),
+    ) else {
+        return Err(RequestError::Internal(
+            "proxy reached without its layers".into(),
+        ));
+    };
+    let reg = target.registration.as_str();
+    let caller_version = req.version();
+    let upgrade = (caller_version == Version::HTTP_11)
+        .then(|| headers::upgrade_of(req.headers()))
+        .flatten();
+    let caller_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let fault = Arc::new(AtomicU8::new(0));
+    let max_body = front.core.config.limits.max_body_bytes;
+    let upstream_req = rewrite(req, target.rewritten, conn, upgrade.as_ref())
+        .map(|body| CallerBody::new(body, facts, max_body, fault.clone()));
+
+    let pool = front.pools.get(&session);
+    let sent = match pool::send(&front.core, &pool, &session, upstream_req).await {
+        Ok(sent) => sent,
+        Err(SendError::Connect(e)) => return Err(e),
+        Err(SendError::Http(e)) => {
+            return Err(match CallerBody::fault(&fault) {
+                BodyFault::Malformed => RequestError::BadRequest("malformed request body".into()),
+                BodyFault::TooLarge => RequestError::PayloadTooLarge(max_body),
+                BodyFault::None if session.mux.is_closed() => {
+                    RequestError::AgentOffline(reg.to_owned())
+                }
+                BodyFault::None => RequestError::LocalServiceUnavailable {
+                    registration: reg.to_owned(),
+                    message: format!("connection to the local service failed: {e}"),
+                },
+            })
+        }
+    };
+    let mut resp = sent.response;
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        let Some(caller) = caller_upgrade else {
+            return Err(RequestError::LocalServiceUnavailable {
+                registration: reg.to_owned(),
+                message: "the app switched protocols without an upgrade request".into(),
+            });
+        };
+        let app = hyper::upgrade::on(&mut resp);
+        let span = tracing::debug_span!("upgrade", registration = reg);
+        front.core.spawn(span, splice_upgrade(caller, app));
+    }
+    headers::prepare_response(resp.headers_mut(), switching);
+    *resp.version_mut() = caller_version;
+    let back = (!switching).then_some((sent.sender, &pool));
+    Ok(resp.map(|body| PooledBody::new(body, back).boxed()))
+}
+
+/// The request as the app gets it: origin-form target (the `/r/<id>` prefix stripped), HTTP/1.1,
+/// hop-by-hop and gateway headers out, the caller's `Host` kept, `X-Forwarded-*` added.
+fn rewrite<B>(
+    req: Request<B>,
+    rewritten: Option<http::uri::PathAndQuery>,
+    conn: ConnInfo,
+    upgrade: Option<&HeaderValue>,
+) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    let host = route::request_host(&parts.headers, &parts.uri).map(str::to_owned);
+    let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let path = rewritten.or_else(|| parts.uri.path_and_query().cloned());
+    parts.uri = match path {
+        Some(pq) => http::Uri::from(pq),
+        None => http::Uri::from_static("/"),
+    };
+    parts.version = Version::HTTP_11;
+    headers::prepare_request(&mut parts.headers, upgrade);
+    if let Some(h) = original_host {
+        parts.headers.insert(HOST, h);
+    }
+    headers::add_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        conn.tls,
+        host.as_deref(),
+    );
+    Request::from_parts(parts, body)
+}
+
+async fn splice_upgrade(caller: hyper::upgrade::OnUpgrade, app: hyper::upgrade::OnUpgrade) {
+    let (caller, app) = match tokio::try_join!(caller, app) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut caller = TokioIo::new(caller);
+    let mut app = TokioIo::new(app);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut caller, &mut app).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_sees_origin_form_its_host_and_no_gateway_credentials() {
+        let req = Request::get("/r/abc/x?y=1")
+            .header("host", "gw.example:8000")
+            .header("proxy-authorization", "Bearer secret")
+            .header("g2c-key", "secret")
+            .header("authorization", "Bearer app")
+            .header("connection", "keep-alive")
+            .body(())
+            .unwrap();
+        let conn = ConnInfo {
+            peer: "203.0.113.7:5555".parse().unwrap(),
+            tls: true,
+        };
+        let out = rewrite(req, Some("/x?y=1".parse().unwrap()), conn, None);
+        assert_eq!(out.uri(), "/x?y=1");
+        assert_eq!(out.headers()["host"], "gw.example:8000");
+        assert_eq!(out.headers()["authorization"], "Bearer app");
+        assert!(out.headers().get("proxy-authorization").is_none());
+        assert!(out.headers().get("g2c-key").is_none());
+        assert!(out.headers().get("connection").is_none());
+        assert_eq!(out.headers()["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(out.headers()["x-forwarded-proto"], "https");
+    }
+}

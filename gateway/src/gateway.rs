@@ -1,0 +1,210 @@
+//! The composition root: builds the core and the wings, wires them to their listeners, and
+//! runs the one shutdown through its phases. Nothing imports this module back; the wings meet
+//! only through the core (the registry's session events, the credential cache's changes) and
+//! what is handed to them here.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::admin::{self, Admin};
+use crate::api::backchannel::{self, Backchannel};
+use crate::body::ProxyBody;
+use crate::config::GatewayConfig;
+use crate::core::Core;
+use crate::error::GatewayError;
+use crate::front::Front;
+use crate::http_serve::{serve, ServeOptions};
+use crate::listeners::{BoundAddrs, Listeners};
+use crate::public_tcp::PublicTcp;
+use crate::shutdown::Phase;
+use crate::{hostkey, tls};
+
+/// How long agents told to go away get to leave before their tunnels are closed.
+const GO_AWAY_GRACE: Duration = Duration::from_millis(500);
+
+/// A gateway with its listeners bound and its state loaded, ready to serve.
+pub struct Gateway {
+    listeners: Listeners,
+    core: Arc<Core>,
+    host_key: russh::keys::PrivateKey,
+    https_tls: Option<TlsAcceptor>,
+    backchannel_tls: Option<TlsAcceptor>,
+}
+
+impl Gateway {
+    /// Bind every listener `config` names and load the state.
+    pub async fn bind(config: GatewayConfig) -> Result<Self, GatewayError> {
+        let listeners = Listeners::bind(&config).await?;
+        Self::new(listeners, config).await
+    }
+
+    /// A gateway on already-bound `listeners` (tests bind `127.0.0.1:0`).
+    pub async fn new(listeners: Listeners, config: GatewayConfig) -> Result<Self, GatewayError> {
+        if listeners.http.is_none() && listeners.https.is_none() {
+            return Err(GatewayError::Listeners("no front-door listener"));
+        }
+        let https_tls = match (&config.https, &listeners.https) {
+            (Some(t), Some(_)) => Some(tls::acceptor(&t.cert, &t.key)?),
+            (None, Some(_)) => {
+                return Err(GatewayError::Listeners(
+                    "https listener without [https] config",
+                ))
+            }
+            _ => None,
+        };
+        let backchannel_tls = match (&config.backchannel.cert, &config.backchannel.key) {
+            (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+            _ => None,
+        };
+        let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
+        let core = Core::open(config).await?;
+        Ok(Self {
+            listeners,
+            core,
+            host_key,
+            https_tls,
+            backchannel_tls,
+        })
+    }
+
+    /// The addresses actually bound.
+    pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
+        self.listeners.addrs()
+    }
+
+    /// Serve until `shutdown` fires, then shut down in phases: stop accepting callers and
+    /// drain them, tell agents to go away, close what is left.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        let Self {
+            listeners: l,
+            core,
+            host_key,
+            https_tls,
+            backchannel_tls,
+        } = self;
+        let ssh_public_port = match core.config.ssh.public_port {
+            Some(p) => p,
+            None => l
+                .ssh
+                .local_addr()
+                .map(|a| a.port())
+                .unwrap_or(core.config.ssh.listen.port()),
+        };
+        let front = Front::new(core.clone());
+        let tcp = PublicTcp::start(core.clone());
+        let admin = Arc::new(Admin {
+            core: core.clone(),
+            tcp,
+        });
+        let backchannel = Arc::new(Backchannel {
+            core: core.clone(),
+            host_key_public: g2c_proto::sshkeys::public_openssh(host_key.public_key()),
+            ssh_public_port,
+        });
+        let opts = |name, tls| serve_options(&core, name, tls);
+        let until = |phase| {
+            let core = core.clone();
+            async move { core.shutdown.reached(phase).await }
+        };
+        let mut draining = JoinSet::new();
+        for (listener, tls, name) in [(l.http, None, "http"), (l.https, https_tls, "https")] {
+            if let Some(listener) = listener {
+                let front = front.clone();
+                let make = move |conn| crate::front::stack(&front, conn);
+                draining.spawn(serve(
+                    listener,
+                    opts(name, tls),
+                    make,
+                    until(Phase::Draining),
+                ));
+            }
+        }
+        let make = move |_| handler(backchannel.clone(), backchannel::handle);
+        let bc_opts = opts("backchannel", backchannel_tls);
+        draining.spawn(serve(l.backchannel, bc_opts, make, until(Phase::Draining)));
+        let make = move |_| handler(admin.clone(), admin::handle);
+        let mut last = JoinSet::new();
+        last.spawn(serve(
+            l.admin,
+            opts("admin", None),
+            make,
+            until(Phase::Aborting),
+        ));
+        last.spawn(crate::tunnel::serve(l.ssh, core.clone(), host_key));
+        last.spawn(crate::core::refresh_loop(core.clone()));
+
+        shutdown.cancelled().await;
+        core.shutdown.enter(Phase::Draining);
+        draining.join_all().await;
+        core.shutdown.enter(Phase::GoingAway);
+        core.registry.go_away_all();
+        let _ = tokio::time::timeout(GO_AWAY_GRACE, core.registry.emptied()).await;
+        core.shutdown.enter(Phase::Aborting);
+        core.registry.close_all("gateway shutting down");
+        last.join_all().await;
+        core.tasks().close();
+        let grace = Duration::from_secs(core.config.limits.shutdown_grace_secs);
+        if tokio::time::timeout(grace, core.tasks().wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(left = core.tasks().len(), "tasks still running at exit");
+        }
+        core.audit.flush(Duration::from_secs(5));
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+fn serve_options(core: &Core, name: &'static str, tls: Option<TlsAcceptor>) -> ServeOptions {
+    let limits = &core.config.limits;
+    ServeOptions {
+        name,
+        tls,
+        header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+        grace: Duration::from_secs(limits.shutdown_grace_secs),
+        max_header_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+        tasks: core.tasks().clone(),
+    }
+}
+
+/// An API handler (`fn(state, request) -> response`) as the service of one connection.
+pub(crate) fn handler<T, F, Fut>(
+    state: Arc<T>,
+    f: F,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>, Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    tower::service_fn(move |req| {
+        let answer = f(state.clone(), req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    })
+}
+
+/// Run the gateway on `listeners` until `shutdown` fires.
+pub async fn run(
+    listeners: Listeners,
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    Gateway::new(listeners, config).await?.serve(shutdown).await
+}

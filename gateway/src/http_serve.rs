@@ -1,0 +1,179 @@
+//! The serve loop every HTTP listener of the gateway shares (front door, backchannel, admin):
+//! optional TLS, HTTP/1.1 + HTTP/2, upgrades, header-read timeout, the framing watcher, and
+//! three-step shutdown (stop accepting, drain for a bounded grace period, then drop what is
+//! left). Each connection gets its own service from `make`, told who the caller is.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tower::{Service, ServiceExt};
+use tracing::Instrument;
+
+use crate::body::ProxyBody;
+use crate::front::framing::{watched, AmbiguousFraming};
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The caller's connection, as every request on it shares it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The caller's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Settings of one HTTP listener.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Name for logs (`http`, `https`, `backchannel`, `admin`).
+    pub name: &'static str,
+    /// TLS acceptor, if the listener speaks TLS.
+    pub tls: Option<TlsAcceptor>,
+    /// Time allowed for a request's headers (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get after shutdown starts.
+    pub grace: Duration,
+    /// Largest request head, bytes (431 past it).
+    pub max_header_bytes: usize,
+    /// Most request headers (431 past it).
+    pub max_headers: usize,
+    /// Where connection tasks are tracked.
+    pub tasks: TaskTracker,
+}
+
+/// Serve on `listener` until `stop` resolves, then drain. `make` builds the service of each
+/// connection.
+pub async fn serve<M, S>(
+    listener: TcpListener,
+    opts: ServeOptions,
+    make: M,
+    stop: impl Future<Output = ()>,
+) where
+    M: Fn(ConnInfo) -> S,
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = Arc::new(builder(&opts));
+    let graceful = GracefulShutdown::new();
+    tracing::info!(listener = opts.name, addr = ?listener.local_addr().ok(), tls = opts.tls.is_some(), "listening");
+    tokio::pin!(stop);
+    while let Some((tcp, peer)) = crate::accept::next(&listener, &mut stop, opts.name).await {
+        let _ = tcp.set_nodelay(true);
+        let conn = ConnInfo {
+            peer,
+            tls: opts.tls.is_some(),
+        };
+        let service = make(conn);
+        let span = tracing::debug_span!("conn", listener = opts.name, %peer);
+        let task = serve_conn(
+            tcp,
+            opts.tls.clone(),
+            builder.clone(),
+            service,
+            graceful.watcher(),
+        );
+        opts.tasks.spawn(task.instrument(span));
+    }
+    drop(listener);
+    tracing::info!(listener = opts.name, "stopped accepting; draining");
+    if tokio::time::timeout(opts.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = opts.name,
+            "grace period over; dropping remaining connections"
+        );
+    }
+}
+
+fn builder(opts: &ServeOptions) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes)
+        .max_headers(opts.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(opts.max_header_bytes as u32);
+    builder
+}
+
+/// One connection: the TLS handshake if any, then HTTP with the framing watcher on its bytes.
+async fn serve_conn<S>(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    builder: Arc<Builder<TokioExecutor>>,
+    service: S,
+    watcher: Watcher,
+) where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let result = match tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(stream, &builder, service, watcher).await,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            }
+        }
+        None => serve_http(tcp, &builder, service, watcher).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+async fn serve_http<IO, S>(
+    io: IO,
+    builder: &Builder<TokioExecutor>,
+    service: S,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // Ambiguous framing seen on this connection's bytes, for the front door to refuse.
+    let framing = AmbiguousFraming::default();
+    let io = watched(io, framing.0.clone());
+    let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        // Only then: no per-request allocation on the common path. The watcher sees the bytes
+        // before hyper parses them, so the ambiguous request itself is already marked.
+        if framing.seen() {
+            req.extensions_mut().insert(framing.clone());
+        }
+        service.clone().oneshot(req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
+    watcher.watch(conn).await
+}

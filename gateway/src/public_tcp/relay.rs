@@ -1,0 +1,123 @@
+//! One accepted public TCP connection: a data stream to the agent's service, spliced both
+//! ways (the socket counts the bytes as they flow), then its audit line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use g2c_proto::handshake::open_data_stream;
+use g2c_proto::tap::{Tap, TapObserver};
+use g2c_proto::{tuning, StreamHeader};
+use prometheus::IntCounter;
+use tokio::net::TcpStream;
+
+use super::tune_socket;
+use crate::core::audit::{rfc3339, AuditRecord};
+use crate::core::metrics::GaugeGuard;
+use crate::core::registry::AgentSession;
+use crate::core::Core;
+use crate::error::RequestError;
+
+/// One accepted public TCP connection.
+pub(super) struct Conn {
+    pub(super) core: Arc<Core>,
+    pub(super) service: String,
+    pub(super) peer: SocketAddr,
+    pub(super) port: u16,
+    pub(super) id: u64,
+}
+
+impl Conn {
+    /// Splice the connection through a new data stream, then write its audit line.
+    pub(super) async fn relay(self, session: Arc<AgentSession>, tcp: TcpStream) {
+        let started = Instant::now();
+        let reg = session.registration_id.as_str();
+        let m = &self.core.metrics;
+        let _active = (
+            GaugeGuard::new(m.tcp_active.with_label_values(&[reg, &self.service])),
+            GaugeGuard::new(m.active_streams.with_label_values(&[reg])),
+        );
+        let counters = Counters {
+            read: m.bytes.with_label_values(&[reg, "tcp", "in"]),
+            written: m.bytes.with_label_values(&[reg, "tcp", "out"]),
+            n_read: 0,
+            n_written: 0,
+        };
+        let mut counted = Tap::new(tcp, counters);
+        let error = splice(&session, &self.service, &mut counted, self.peer, self.id)
+            .await
+            .err();
+        let (up, down) = (counted.observer().n_read, counted.observer().n_written);
+        if self.core.audit.enabled() {
+            let request_id = format!("tcp-{}", self.id);
+            let caller = self.peer.to_string();
+            self.core.audit.record(&AuditRecord {
+                time: rfc3339(SystemTime::now()),
+                kind: "tcp",
+                registration: Some(reg),
+                key_id: None,
+                caller,
+                method: None,
+                path: None,
+                service: Some(&self.service),
+                status: None,
+                bytes_in: up,
+                bytes_out: down,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                error,
+                request_id: &request_id,
+            });
+        }
+        tracing::debug!(port = self.port, up, down, ?error, "TCP connection closed");
+    }
+}
+
+/// Open a stream for `service`, then copy both ways (the socket counts the bytes). Fails with
+/// an error code when the tunnel, the agent or the local service refused.
+async fn splice(
+    session: &AgentSession,
+    service: &str,
+    tcp: &mut Tap<TcpStream, Counters>,
+    peer: SocketAddr,
+    id: u64,
+) -> Result<(), &'static str> {
+    tune_socket(tcp.get_ref());
+    let header = StreamHeader::new(service, format!("tcp-{id}"), peer.to_string());
+    let mut stream = open_data_stream(&session.mux, &header).await.map_err(|e| {
+        tracing::info!(error = %e, "TCP stream refused");
+        RequestError::from_open(e, &session.registration_id).code()
+    })?;
+    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+        tcp,
+        &mut stream,
+        tuning::SPLICE_BUFFER,
+        tuning::SPLICE_BUFFER,
+    )
+    .await
+    {
+        tracing::debug!(error = %e, "TCP connection ended with an error");
+    }
+    Ok(())
+}
+
+/// Adds a connection's bytes to two metric counters as they flow (a pooled database connection
+/// may live for days; its traffic must show before it closes), and keeps the connection's own
+/// totals for its audit line.
+struct Counters {
+    read: IntCounter,
+    written: IntCounter,
+    n_read: u64,
+    n_written: u64,
+}
+
+impl TapObserver for Counters {
+    fn read(&mut self, bytes: &[u8]) {
+        self.read.inc_by(bytes.len() as u64);
+        self.n_read += bytes.len() as u64;
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.written.inc_by(n as u64);
+        self.n_written += n as u64;
+    }
+}

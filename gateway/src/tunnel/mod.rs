@@ -1,0 +1,114 @@
+//! The tunnel wing: the embedded SSH server agents dial (public-key auth bound to a
+//! registration, one `tcpip-forward` for the registration's own port, and nothing else: no
+//! shell, no exec, no direct-tcpip, no compression), and each tunnel's session over it. It
+//! owns the host key; sessions are published through the core's registry.
+
+mod control;
+mod handler;
+pub mod preauth;
+mod session;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use g2c_proto::tuning;
+use russh::keys::PrivateKey;
+use russh::{MethodKind, MethodSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::Core;
+use crate::shutdown::Phase;
+use handler::TunnelHandler;
+
+/// SSH server configuration: tuned window and packets, AES-256-GCM first, no compression,
+/// keepalive so a dead agent is noticed within ~15 s.
+pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        keys: vec![host_key],
+        window_size: tuning::SSH_WINDOW_SIZE,
+        maximum_packet_size: tuning::SSH_MAX_PACKET_SIZE,
+        preferred: tuning::ssh_preferred(),
+        max_auth_attempts: 3,
+        inactivity_timeout: None,
+        keepalive_interval: Some(tuning::SSH_KEEPALIVE_INTERVAL),
+        keepalive_max: tuning::SSH_KEEPALIVE_MAX,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Accept SSH connections until the gateway aborts. A connection that has not authenticated
+/// within `limits.ssh_preauth_timeout_secs`, or that a newer one evicts past
+/// `limits.ssh_max_unauthenticated`, is closed.
+pub async fn serve(listener: TcpListener, core: Arc<Core>, host_key: PrivateKey) {
+    let config = Arc::new(server_config(host_key));
+    let unauthenticated = preauth::PreAuth::new(core.config.limits.ssh_max_unauthenticated);
+    tracing::info!(listener = "ssh", addr = ?listener.local_addr().ok(), "listening");
+    let stop = core.shutdown.reached(Phase::Aborting);
+    tokio::pin!(stop);
+    while let Some((tcp, peer)) = crate::accept::next(&listener, &mut stop, "ssh").await {
+        let _ = tcp.set_nodelay(true);
+        let (ticket, evicted) = unauthenticated.admit();
+        if evicted {
+            core.metrics
+                .ssh_closed
+                .with_label_values(&["preauth_evicted"])
+                .inc();
+        }
+        let evicted = ticket.evicted.clone();
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handler = TunnelHandler::new(core.clone(), peer, ticket, authenticated.clone());
+        let conn = connection(
+            core.clone(),
+            config.clone(),
+            tcp,
+            handler,
+            evicted,
+            authenticated,
+        );
+        core.spawn(tracing::info_span!("ssh", %peer), conn);
+    }
+}
+
+/// One SSH connection, closed at the pre-auth deadline or on eviction unless it authenticated.
+async fn connection(
+    core: Arc<Core>,
+    config: Arc<russh::server::Config>,
+    tcp: TcpStream,
+    handler: TunnelHandler,
+    evicted: CancellationToken,
+    authenticated: Arc<AtomicBool>,
+) {
+    // russh reads each packet in pieces (length, then body): a read buffer turns those into
+    // one syscall per burst (writes pass straight through).
+    let io = tokio::io::BufReader::with_capacity(tuning::SSH_READ_BUFFER, tcp);
+    let session = async move {
+        match russh::server::run_stream(config, io, handler).await {
+            Ok(session) => {
+                if let Err(e) = session.await {
+                    tracing::debug!(error = %e, "ssh session ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "ssh handshake failed"),
+        }
+    };
+    tokio::pin!(session);
+    let reason = tokio::select! {
+        _ = &mut session => return,
+        _ = tokio::time::sleep(core.config.limits.ssh_preauth_timeout()) => "preauth_deadline",
+        _ = evicted.cancelled() => "preauth_evicted",
+    };
+    if !authenticated.load(Ordering::SeqCst) {
+        if reason == "preauth_deadline" {
+            core.metrics.ssh_closed.with_label_values(&[reason]).inc();
+        }
+        tracing::debug!(reason, "closing an unauthenticated ssh connection");
+        return; // dropping the session closes the socket
+    }
+    session.await;
+}
