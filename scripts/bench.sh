@@ -24,8 +24,11 @@ if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# G2C_BENCH_BIN=DIR measures the gateway and agent binaries in DIR instead (e.g. a build of
+# another commit, to compare two builds' ratios in runs made one after the other).
 cargo build --release --workspace --bins >&2
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
+tunnel_bin="${G2C_BENCH_BIN:-$bin}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/g2c-bench.XXXXXX")
 pids=()
@@ -87,18 +90,18 @@ listen = "127.0.0.1:0"
 port_range_start = 11000
 port_range_end = 12999
 TOML
-G2C_LOG=warn "$bin/g2c-gateway" -c "$work/gateway.toml" run --ready-file "$work/ready" 2>"$work/gw.log" &
+G2C_LOG=warn "$tunnel_bin/g2c-gateway" -c "$work/gateway.toml" run --ready-file "$work/ready" 2>"$work/gw.log" &
 gw_pid=$!
 pids+=($gw_pid)
 wait_for "[ -s $work/ready ]"
 ready() { python3 -c "import json; print(json.load(open('$work/ready'))['$1'])"; }
 bc=$(ready backchannel); http=$(ready http); ssh_port=$(ready ssh | cut -d: -f2)
-gw() { "$bin/g2c-gateway" -c "$work/gateway.toml" "$@"; }
+gw() { "$tunnel_bin/g2c-gateway" -c "$work/gateway.toml" "$@"; }
 register() { # config, then services...
   local cfg=$1; shift
   local args=()
   for s in "$@"; do args+=(--service "$s"); done
-  G2C_LOG_DIR="$work/logs" "$bin/g2c-agent" -c "$cfg" register --backchannel "http://$bc" \
+  G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$cfg" register --backchannel "http://$bc" \
     --token "$(gw token create)" "${args[@]}" >/dev/null
   python3 -c "import tomllib; print(tomllib.load(open('$cfg','rb'))['registration_id'])"
 }
@@ -106,7 +109,7 @@ connected() { curl -sf "http://$(ready admin)/v1/registrations" | python3 -c "im
 reg=$(register "$work/agent.toml" "web=127.0.0.1:$ng_port")
 key=$(gw key create --registration "$reg")
 printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/agent.toml"
-G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$bin/g2c-agent" -c "$work/agent.toml" run 2>"$work/agent.log" &
+G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$work/agent.toml" run 2>"$work/agent.log" &
 agent_pid=$!
 pids+=($agent_pid)
 tunnel="http://$http/r/$reg"
@@ -161,7 +164,7 @@ if [[ $skip != *,f,* ]]; then
   sed -i "s/^ssh_port = .*/ssh_port = $(cat "$work/p_ssh")/" "$work/wan.toml"
   printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/wan.toml"
   wan_key=$(gw key create --registration "$wan_reg")
-  G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$bin/g2c-agent" -c "$work/wan.toml" run 2>"$work/wan.log" &
+  G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$work/wan.toml" run 2>"$work/wan.log" &
   pids+=($!)
   wait_for "curl -sf -o /dev/null -H 'G2C-Key: $wan_key' http://$http/r/$wan_reg/1k"
   for r in $(seq 1 "$rounds"); do

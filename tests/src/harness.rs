@@ -141,15 +141,12 @@ impl TestGateway {
         });
         // The store exists once run() opened it; open our own handle (same file, WAL).
         let store = SqliteStore::open(&config.store.path).await.unwrap();
-        wait_until(
-            Duration::from_secs(10),
-            "gateway backchannel up",
-            || async {
-                tokio::net::TcpStream::connect(addrs.backchannel)
-                    .await
-                    .is_ok()
-            },
-        )
+        // The listeners were bound before run() started, so a connect proves nothing: wait
+        // for the admin API to answer its readiness probe (the store is open and the serve
+        // loops run).
+        wait_until(Duration::from_secs(10), "gateway ready", || async {
+            crate::http_status(addrs.admin, "/readyz").await == Some(200)
+        })
         .await;
         Self {
             addrs,

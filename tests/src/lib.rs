@@ -48,3 +48,15 @@ pub fn port_block() -> (u16, u16) {
     let start = 20_000 + slot as u16 * 120;
     (start, start + 119)
 }
+
+/// The status of a plain `GET path` to `addr` (HTTP/1.1, `Connection: close`), or `None` when
+/// nothing answers with a status line.
+pub async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.ok()?;
+    std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()
+}
