@@ -21,7 +21,7 @@ use crate::config::GatewayConfig;
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::front::Front;
-use crate::http_serve::{serve, ServeOptions};
+use crate::http_serve::{serve, ConnService, ServeOptions};
 use crate::listeners::{BoundAddrs, Listeners};
 use crate::public_tcp::PublicTcp;
 use crate::shutdown::Phase;
@@ -178,17 +178,7 @@ fn serve_options(core: &Core, name: &'static str, tls: Option<TlsAcceptor>) -> S
 }
 
 /// An API handler (`fn(state, request) -> response`) as the service of one connection.
-pub(crate) fn handler<T, F, Fut>(
-    state: Arc<T>,
-    f: F,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = Response<ProxyBody>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + 'static
+pub(crate) fn handler<T, F, Fut>(state: Arc<T>, f: F) -> impl ConnService
 where
     T: Send + Sync + 'static,
     F: Fn(Arc<T>, Request<Incoming>) -> Fut + Clone + Send + 'static,

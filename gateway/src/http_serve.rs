@@ -36,6 +36,31 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// The service one connection's requests go to: every listener's stack is one of these.
+pub trait ConnService:
+    Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Settings of one HTTP listener.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -64,11 +89,7 @@ pub async fn serve<M, S>(
     stop: impl Future<Output = ()>,
 ) where
     M: Fn(ConnInfo) -> S,
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnService,
 {
     let builder = Arc::new(builder(&opts));
     let graceful = GracefulShutdown::new();
@@ -121,19 +142,13 @@ fn builder(opts: &ServeOptions) -> Builder<TokioExecutor> {
 }
 
 /// One connection: the TLS handshake if any, then HTTP with the framing watcher on its bytes.
-async fn serve_conn<S>(
+async fn serve_conn<S: ConnService>(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
     builder: Arc<Builder<TokioExecutor>>,
     service: S,
     watcher: Watcher,
-) where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let result = match tls {
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -157,11 +172,7 @@ async fn serve_http<IO, S>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnService,
 {
     // Ambiguous framing seen on this connection's bytes, for the front door to refuse.
     let framing = AmbiguousFraming::default();

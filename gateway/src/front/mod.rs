@@ -12,17 +12,14 @@ pub mod ratelimit;
 pub mod record;
 pub mod route;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
-use crate::body::ProxyBody;
 use crate::core::registry::SessionEvent;
 use crate::core::Core;
 pub use crate::http_serve::ConnInfo;
+use crate::http_serve::ConnService;
 use crate::shutdown::Phase;
 use layers::api_key::ApiKeyLayer;
 use layers::body_limit::BodyLimit;
@@ -99,17 +96,7 @@ async fn forget_ended(
 }
 
 /// The front door's tower stack for one caller connection, outermost layer first.
-pub fn stack(
-    front: &Arc<Front>,
-    conn: ConnInfo,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<ProxyBody>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + 'static {
+pub fn stack(front: &Arc<Front>, conn: ConnInfo) -> impl ConnService {
     let core = &front.core;
     let limits = &core.config.limits;
     ServiceBuilder::new()
