@@ -12,7 +12,7 @@ fuzz=${3:-3600}
 cargo build --release --workspace --bins
 for round in $(seq 1 "$rounds"); do
   echo "==> soak round $round/$rounds: fault suite, agent flapping for ${flap}s"
-  G2C_FLAP_SECS=$flap cargo test --release -p g2c-tests --test faults --test hostile_http -- --nocapture 2>&1 |
+  G2C_FLAP_SECS=$flap cargo test --release -p g2c-tests --test faults --test faults_fleet --test hostile_http -- --nocapture 2>&1 |
     grep -E '^test |test result|cycles|agents back|idle:|detected|exited|closed after|good agent'
 done
 echo "==> fuzzing each target for ${fuzz}s"

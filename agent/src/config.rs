@@ -382,6 +382,12 @@ impl AgentConfig {
         if g2c_proto::sshkeys::parse_public(&g.host_key).is_err() {
             return Err(invalid("gateway.host_key", "is not an OpenSSH public key"));
         }
+        self.validate_services()?;
+        self.validate_rest()
+    }
+
+    /// Names unique and well formed, local addresses `host:port`.
+    fn validate_services(&self) -> Result<(), ConfigError> {
         if self.services.is_empty() {
             return Err(invalid("services", "at least one service is needed"));
         }
@@ -412,6 +418,11 @@ impl AgentConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Reconnect timing, log rotation, the local API's address.
+    fn validate_rest(&self) -> Result<(), ConfigError> {
         let r = &self.reconnect;
         if r.initial_delay_ms == 0 || r.initial_delay_ms > r.max_delay_ms {
             return Err(invalid(

@@ -123,22 +123,6 @@ fn parse_service(spec: &str, kind: ServiceKind) -> Result<ServiceConfig> {
     })
 }
 
-async fn shutdown_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutdown requested");
-    token.cancel();
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::Run {
@@ -188,7 +172,7 @@ async fn run_agent(config_path: PathBuf, stop: Option<CancellationToken>) -> Res
         config.registration_id.clone(),
     ));
     let shutdown = stop.unwrap_or_default();
-    tokio::spawn(shutdown_signal(shutdown.clone()));
+    tokio::spawn(g2c_proto::signal::shutdown_signal(shutdown.clone()));
     tracing::info!(
         config = %config_path.display(),
         registration = %config.registration_id,

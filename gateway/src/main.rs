@@ -185,22 +185,6 @@ fn init_tracing() {
         .init();
 }
 
-async fn shutdown_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutdown requested");
-    token.cancel();
-}
-
 fn main() -> Result<()> {
     runtime()?.block_on(async_main())
 }
@@ -238,7 +222,7 @@ async fn async_main() -> Result<()> {
                 std::fs::rename(&tmp, &path)?;
             }
             let shutdown = CancellationToken::new();
-            tokio::spawn(shutdown_signal(shutdown.clone()));
+            tokio::spawn(g2c_proto::signal::shutdown_signal(shutdown.clone()));
             g2c_gateway::run(listeners, config, shutdown).await?;
         }
         Command::Config {

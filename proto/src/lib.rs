@@ -1,12 +1,14 @@
 //! Ground2Cloud wire format, shared by the gateway and the agent.
 //!
 //! Everything that crosses the tunnel is defined here: the length-prefixed frame codec
-//! ([`frame`]), the typed messages carried in it ([`messages`]), the backchannel registration API
-//! bodies ([`registration`]), the caller-facing error codes ([`error_code`]), the data-stream and Hello/Welcome handshakes
-//! ([`handshake`]), the yamux driver
-//! ([`mux`]) with its write buffer ([`coalesce`]), the byte-observing I/O adapter ([`tap`]) and
-//! the tuning constants both sides must agree on ([`tuning`]). No sockets and no config files
-//! live here: every function works on any `AsyncRead`/`AsyncWrite` or on bytes.
+//! ([`frame`]), the typed messages carried in it ([`messages`]), the data-stream and
+//! Hello/Welcome handshakes ([`handshake`]), the backchannel registration API bodies
+//! ([`registration`]), the caller-facing error codes ([`error_code`]), the yamux driver
+//! ([`mux`]) with its write buffer ([`coalesce`]), the byte-observing I/O adapter ([`tap`])
+//! and the tuning constants both sides must agree on ([`tuning`]). The shutdown signal
+//! ([`signal`]) and log rotation ([`rotate`]) are here because both binaries need them. No
+//! sockets and no config files live here: every function works on any
+//! `AsyncRead`/`AsyncWrite` or on bytes.
 #![forbid(unsafe_code)]
 
 pub mod coalesce;
@@ -18,6 +20,7 @@ pub mod mux;
 mod mux_stream;
 pub mod registration;
 pub mod rotate;
+pub mod signal;
 pub mod sshkeys;
 pub mod tap;
 pub mod tuning;

@@ -121,7 +121,7 @@ pub fn checksum(data: &[u8], mut h: u64) -> u64 {
 pub const CHECKSUM_INIT: u64 = 0xcbf29ce484222325;
 
 async fn handle(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Body>, Infallible> {
     seen.lock().unwrap().push(Seen {
@@ -130,44 +130,21 @@ async fn handle(
         headers: req.headers().clone(),
     });
     let path = req.uri().path().to_owned();
-    let resp = if path == "/echo" {
+    let resp = if path == "/close" {
+        // The app ends the keep-alive connection after this answer.
+        let mut r = Response::new(full("closing"));
+        r.headers_mut()
+            .insert(http::header::CONNECTION, "close".parse().unwrap());
+        r
+    } else if path == "/echo" {
         let mut r = Response::new(req.into_body().boxed());
         r.headers_mut()
             .insert("x-echo-method", "yes".parse().unwrap());
         r
     } else if let Some(n) = path.strip_prefix("/bytes/") {
-        let n: u64 = n.parse().unwrap_or(0);
-        let stream = futures::stream::unfold(0u64, move |off| async move {
-            if off >= n {
-                return None;
-            }
-            let len = (n - off).min(64 * 1024);
-            let chunk: Vec<u8> = (off..off + len).map(pattern_byte).collect();
-            Some((
-                Ok::<_, hyper::Error>(Frame::data(Bytes::from(chunk))),
-                off + len,
-            ))
-        });
-        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, n.to_string().parse().unwrap());
-        r
+        bytes(n.parse().unwrap_or(0))
     } else if path == "/sink" {
-        let mut body = req.into_body();
-        let mut count = 0u64;
-        let mut sum = CHECKSUM_INIT;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let Some(d) = f.data_ref() {
-                        count += d.len() as u64;
-                        sum = checksum(d, sum);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        Response::new(full(format!("{{\"bytes\":{count},\"checksum\":{sum}}}")))
+        sink(req).await
     } else if let Some(rest) = path.strip_prefix("/slowbytes/") {
         // /slowbytes/MS/N: wait MS, then N pattern bytes.
         let (ms, n) = rest.split_once('/').unwrap_or((rest, "0"));
@@ -177,56 +154,103 @@ async fn handle(
         Response::new(full(body))
     } else if let Some(n) = path.strip_prefix("/drip/") {
         // /drip/N: headers at once, then one pattern byte every 50 ms, N in all.
-        let n: u64 = n.parse().unwrap_or(0);
-        let stream = futures::stream::unfold(0u64, move |i| async move {
-            if i >= n {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Some((
-                Ok::<_, hyper::Error>(Frame::data(Bytes::from(vec![pattern_byte(i)]))),
-                i + 1,
-            ))
-        });
-        Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        drip(n.parse().unwrap_or(0))
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::new(full("slow done"))
     } else if path == "/ws" {
-        let key = req.headers().get("sec-websocket-key").cloned();
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(up) = on_upgrade.await {
-                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                    TokioIo::new(up),
-                    tokio_tungstenite::tungstenite::protocol::Role::Server,
-                    None,
-                )
-                .await;
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_close() {
-                        break;
-                    }
-                    if ws.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let accept = key
-            .map(|k| tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes()))
-            .unwrap_or_default();
-        Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-accept", accept)
-            .body(full(""))
-            .unwrap()
+        websocket(req)
     } else {
         let mut r = Response::new(full(format!("hello from the private app: {path}")));
         r.headers_mut().insert("x-app", "1".parse().unwrap());
         r
     };
     Ok(resp)
+}
+
+/// `/bytes/N`: N pattern bytes, streamed in 64 KiB chunks, with a length.
+fn bytes(n: u64) -> Response<Body> {
+    let stream = futures::stream::unfold(0u64, move |off| async move {
+        if off >= n {
+            return None;
+        }
+        let len = (n - off).min(64 * 1024);
+        let chunk: Vec<u8> = (off..off + len).map(pattern_byte).collect();
+        Some((
+            Ok::<_, hyper::Error>(Frame::data(Bytes::from(chunk))),
+            off + len,
+        ))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, n.to_string().parse().unwrap());
+    r
+}
+
+/// `/sink`: read the whole body; answer its length and checksum.
+async fn sink(req: Request<Incoming>) -> Response<Body> {
+    let mut body = req.into_body();
+    let mut count = 0u64;
+    let mut sum = CHECKSUM_INIT;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    count += d.len() as u64;
+                    sum = checksum(d, sum);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Response::new(full(format!("{{\"bytes\":{count},\"checksum\":{sum}}}")))
+}
+
+/// `/drip/N`: headers at once, then one pattern byte every 50 ms, N in all.
+fn drip(n: u64) -> Response<Body> {
+    let stream = futures::stream::unfold(0u64, move |i| async move {
+        if i >= n {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some((
+            Ok::<_, hyper::Error>(Frame::data(Bytes::from(vec![pattern_byte(i)]))),
+            i + 1,
+        ))
+    });
+    Response::new(BodyExt::boxed(StreamBody::new(stream)))
+}
+
+/// `/ws`: a WebSocket echo.
+fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+    let key = req.headers().get("sec-websocket-key").cloned();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(up) = on_upgrade.await {
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(up),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let accept = key
+        .map(|k| tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(full(""))
+        .unwrap()
 }

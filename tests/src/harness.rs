@@ -34,6 +34,7 @@ pub struct TestGateway {
     pub tls_cert_pem: Option<String>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    _ports: crate::PortBlock,
 }
 
 /// Options for [`TestGateway::start_with`].
@@ -67,6 +68,58 @@ async fn bind(addr: Option<SocketAddr>) -> TcpListener {
     panic!("cannot bind {addr}");
 }
 
+/// A test gateway's config before its listeners are bound: files in `dir`, loopback TCP
+/// ports from a block of its own, the options applied.
+fn base_config(
+    opts: &GatewayOptions,
+    dir: &std::path::Path,
+    ports: &crate::PortBlock,
+) -> GatewayConfig {
+    let mut config = GatewayConfig::default();
+    config.store.path = dir.join("gateway.db");
+    config.ssh.host_key = dir.join("host_key");
+    config.base_domain = "g2c.test".into();
+    config.tcp.bind = std::net::IpAddr::from([127, 0, 0, 1]);
+    (config.limits.port_range_start, config.limits.port_range_end) = (ports.start, ports.end);
+    if let Some(t) = opts.upstream_timeout_secs {
+        config.limits.upstream_timeout_secs = t;
+    }
+    config.limits.shutdown_grace_secs = 2;
+    if let Some(h) = opts.heartbeat_secs {
+        config.limits.heartbeat_secs = h;
+    }
+    if opts.audit_file {
+        config.audit.file = Some(dir.join("audit.log"));
+    }
+    if let Some(configure) = opts.configure {
+        configure(&mut config);
+    }
+    config
+}
+
+/// HTTPS and a TLS backchannel with a fresh rcgen certificate for `localhost`: the bound
+/// HTTPS listener and the certificate's PEM.
+async fn with_tls(
+    config: &mut GatewayConfig,
+    dir: &std::path::Path,
+    addr: Option<SocketAddr>,
+) -> (TcpListener, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let l = bind(addr).await;
+    config.https = Some(TlsListenerConfig {
+        listen: l.local_addr().unwrap(),
+        cert: cert.clone(),
+        key: key.clone(),
+    });
+    config.backchannel.cert = Some(cert);
+    config.backchannel.key = Some(key);
+    (l, ck.cert.pem())
+}
+
 impl TestGateway {
     /// Start with defaults (plain HTTP).
     pub async fn start() -> Self {
@@ -77,50 +130,20 @@ impl TestGateway {
     pub async fn start_with(opts: GatewayOptions) -> Self {
         let dir = opts
             .dir
+            .clone()
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
-        let mut config = GatewayConfig::default();
-        config.store.path = dir.path().join("gateway.db");
-        config.ssh.host_key = dir.path().join("host_key");
-        config.base_domain = "g2c.test".into();
-        config.tcp.bind = std::net::IpAddr::from([127, 0, 0, 1]);
-        (config.limits.port_range_start, config.limits.port_range_end) = crate::port_block();
-        if let Some(t) = opts.upstream_timeout_secs {
-            config.limits.upstream_timeout_secs = t;
-        }
-        config.limits.shutdown_grace_secs = 2;
-        if let Some(h) = opts.heartbeat_secs {
-            config.limits.heartbeat_secs = h;
-        }
-        if opts.audit_file {
-            config.audit.file = Some(dir.path().join("audit.log"));
-        }
-        if let Some(configure) = opts.configure {
-            configure(&mut config);
-        }
+        let ports = crate::port_block();
+        let mut config = base_config(&opts, dir.path(), &ports);
         let prev = opts.addrs.as_ref();
         let http = bind(prev.and_then(|a| a.http)).await;
         config.http = Some(ListenerConfig {
             listen: http.local_addr().unwrap(),
         });
-        let mut tls_cert_pem = None;
-        let https = if opts.tls {
-            let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-            let cert = dir.path().join("cert.pem");
-            let key = dir.path().join("key.pem");
-            std::fs::write(&cert, ck.cert.pem()).unwrap();
-            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-            tls_cert_pem = Some(ck.cert.pem());
-            let l = bind(prev.and_then(|a| a.https)).await;
-            config.https = Some(TlsListenerConfig {
-                listen: l.local_addr().unwrap(),
-                cert: cert.clone(),
-                key: key.clone(),
-            });
-            config.backchannel.cert = Some(cert);
-            config.backchannel.key = Some(key);
-            Some(l)
+        let (https, tls_cert_pem) = if opts.tls {
+            let (l, pem) = with_tls(&mut config, dir.path(), prev.and_then(|a| a.https)).await;
+            (Some(l), Some(pem))
         } else {
-            None
+            (None, None)
         };
         let listeners = Listeners {
             http: Some(http),
@@ -154,6 +177,7 @@ impl TestGateway {
             store,
             dir,
             tls_cert_pem,
+            _ports: ports,
             shutdown,
             task: Some(task),
         }

@@ -39,15 +39,34 @@ pub fn pattern_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
-/// A block of 120 public TCP ports for one test gateway, distinct from every other gateway this
-/// test process starts and below the kernel's ephemeral range (32768+), so parallel tests never
-/// fight over a port.
-pub fn port_block() -> (u16, u16) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let slot = (std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)) % 100;
-    let start = 20_000 + slot as u16 * 120;
-    (start, start + 119)
+/// A block of public TCP ports for one test gateway, below the kernel's ephemeral range
+/// (32768+). The port just before the block is held bound for as long as the block lives: the
+/// kernel hands each port to one socket only, so two gateways (in this test process or in
+/// another test binary running at the same time) can never get the same block.
+pub struct PortBlock {
+    /// First port of the block.
+    pub start: u16,
+    /// Last port of the block.
+    pub end: u16,
+    _claim: std::net::TcpListener,
+}
+
+/// Claim a free block of 119 ports (see [`PortBlock`]).
+pub fn port_block() -> PortBlock {
+    const SLOTS: u32 = 100;
+    const SIZE: u16 = 120;
+    let first = std::process::id().wrapping_mul(7) % SLOTS;
+    for i in 0..SLOTS {
+        let base = 20_000 + ((first + i) % SLOTS) as u16 * SIZE;
+        if let Ok(claim) = std::net::TcpListener::bind(("127.0.0.1", base)) {
+            return PortBlock {
+                start: base + 1,
+                end: base + SIZE - 1,
+                _claim: claim,
+            };
+        }
+    }
+    panic!("no free block of test ports between 20000 and 32000");
 }
 
 /// The status of a plain `GET path` to `addr` (HTTP/1.1, `Connection: close`), or `None` when

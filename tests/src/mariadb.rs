@@ -3,7 +3,7 @@
 //! service is used. `scripts/test.sh` installs `mariadb-server` when missing.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,52 +47,11 @@ impl MariaDb {
         // temporary-table file names.
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        let out = Command::new(which("mariadb-install-db"))
-            .args([
-                "--no-defaults",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--user=root",
-            ])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--tmpdir={}", tmp.display()))
-            .env("TMPDIR", &tmp)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        install(&data, &tmp);
         let sock = dir.path().join("mysqld.sock");
         for _attempt in 0..5 {
             let port = free_port();
-            let mut child = Command::new(which("mariadbd"))
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", data.display()))
-                .arg(format!("--socket={}", sock.display()))
-                .arg(format!("--tmpdir={}", tmp.display()))
-                .arg(format!("--port={port}"))
-                .arg(format!(
-                    "--pid-file={}",
-                    dir.path().join("mysqld.pid").display()
-                ))
-                .arg(format!(
-                    "--log-error={}",
-                    dir.path().join("error.log").display()
-                ))
-                .args([
-                    "--bind-address=127.0.0.1",
-                    "--user=root",
-                    "--skip-name-resolve",
-                    "--max-allowed-packet=64M",
-                    "--innodb-buffer-pool-size=64M",
-                    "--max-connections=500",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut child = spawn_server(dir.path(), &data, &tmp, port);
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let deadline = Instant::now() + Duration::from_secs(30);
             let mut up = false;
@@ -194,4 +153,49 @@ impl Drop for MariaDb {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A fresh data directory at `data`.
+fn install(data: &Path, tmp: &Path) {
+    let out = Command::new(which("mariadb-install-db"))
+        .args([
+            "--no-defaults",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--user=root",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
+        .env("TMPDIR", tmp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb-install-db failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mariadbd` on `data`, listening on loopback `port`, its socket, pid and log in `dir`.
+fn spawn_server(dir: &Path, data: &Path, tmp: &Path, port: u16) -> std::process::Child {
+    Command::new(which("mariadbd"))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
+        .arg(format!("--port={port}"))
+        .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+        .arg(format!("--log-error={}", dir.join("error.log").display()))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--user=root",
+            "--skip-name-resolve",
+            "--max-allowed-packet=64M",
+            "--innodb-buffer-pool-size=64M",
+            "--max-connections=500",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }

@@ -138,6 +138,8 @@ pub struct GatewayProc {
     pub addrs: BoundAddrs,
     /// Config file path.
     pub config: PathBuf,
+    /// Its public TCP ports, held for as long as it runs.
+    _ports: crate::PortBlock,
 }
 
 impl GatewayProc {
@@ -167,8 +169,8 @@ impl GatewayProc {
             listen(addrs.map(|a| a.ssh)),
             listen(addrs.map(|a| a.backchannel)),
             listen(addrs.map(|a| a.admin)),
-            ports.0,
-            ports.1,
+            ports.start,
+            ports.end,
             limits,
         );
         std::fs::write(&config, text).unwrap();
@@ -194,6 +196,7 @@ impl GatewayProc {
                         proc,
                         addrs,
                         config,
+                        _ports: ports,
                     };
                 }
                 if let Ok(Some(_)) = proc.child.try_wait() {

@@ -339,27 +339,8 @@ async fn npm_tarballs_install_offline_and_run_the_agent() {
     assert!(tarballs[0].ends_with(&format!("ground2cloud-agent-linux-x64-{version}.tgz")));
     assert!(tarballs[1].ends_with(&format!("ground2cloud-agent-{version}.tgz")));
 
-    let npm_install = |prefix: PathBuf, pkgs: Vec<String>| {
-        let cache = work.path().join("npm-cache");
-        async move {
-            let out = Command::new("npm")
-                .args(["install", "-g", "--offline", "--no-audit", "--no-fund"])
-                .arg("--prefix")
-                .arg(&prefix)
-                .arg("--cache")
-                .arg(cache)
-                .args(pkgs)
-                .output()
-                .await
-                .expect("npm");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            prefix.join("bin").join("g2c-agent")
-        }
-    };
+    let cache = work.path().join("npm-cache");
+    let npm_install = |prefix: PathBuf, pkgs: Vec<String>| npm_install(prefix, cache.clone(), pkgs);
     let shim = npm_install(work.path().join("prefix"), tarballs.clone()).await;
     let v = Command::new(&shim).arg("--version").output().await.unwrap();
     assert!(v.status.success());
@@ -401,4 +382,24 @@ async fn npm_tarballs_install_offline_and_run_the_agent() {
         err.contains("linux-x64") && err.contains("ground2cloud-agent-linux-x64"),
         "{err}"
     );
+}
+
+/// `npm install -g --offline` of `pkgs` into `prefix`: the installed `g2c-agent` command.
+async fn npm_install(prefix: PathBuf, cache: PathBuf, pkgs: Vec<String>) -> PathBuf {
+    let out = Command::new("npm")
+        .args(["install", "-g", "--offline", "--no-audit", "--no-fund"])
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--cache")
+        .arg(cache)
+        .args(pkgs)
+        .output()
+        .await
+        .expect("npm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prefix.join("bin").join("g2c-agent")
 }

@@ -4,6 +4,7 @@
 //! untouched, follow the live log, reconnect. Each page is saved as a PNG under
 //! `target/gui-screenshots/`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use g2c_agent::config::AgentConfig;
@@ -17,9 +18,44 @@ async fn the_gui_in_a_real_browser_shows_status_edits_config_follows_logs_and_re
     let st = GuiStack::start().await;
     let shots = screenshots();
     let browser = Browser::start(st.dir.path()).await;
-    let base = format!("http://{}/", st.api);
-    let wait = Duration::from_secs(15);
+    log_in_and_see_the_status(&st, &browser, &shots).await;
+    let reconnects = move_web_to_app_b(&st, &browser, &shots).await;
+    an_invalid_port_is_refused_and_the_file_kept(&st, &browser, &shots).await;
+    the_log_view_follows_live(&st, &browser, &shots).await;
+    reconnect_from_operations(&browser, &shots, reconnects).await;
+    // No JavaScript errors (a 401 before login is the network's entry, not the script's).
+    let console = browser.console().await;
+    let errors: Vec<_> = console
+        .iter()
+        .filter(|(level, source, _)| level == "SEVERE" && source != "network")
+        .collect();
+    assert!(errors.is_empty(), "JavaScript errors: {errors:?}");
+    browser.quit().await;
+    for shot in [
+        "login",
+        "status",
+        "config",
+        "config-invalid",
+        "logs",
+        "operations",
+    ] {
+        let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
+        assert!(
+            png.len() > 1000 && png.starts_with(b"\x89PNG"),
+            "{shot}.png"
+        );
+    }
+}
 
+/// How long the page has for each change.
+const WAIT: Duration = Duration::from_secs(15);
+/// The port field of the first service on the configuration page.
+const PORT: &str = "#services-table tbody tr:first-child .svc-port";
+
+/// Log in (a wrong secret first), then the status page shows the tunnel and its facts.
+async fn log_in_and_see_the_status(st: &GuiStack, browser: &Browser, shots: &Path) {
+    let wait = WAIT;
+    let base = format!("http://{}/", st.api);
     // Log in.
     browser.goto(&base).await;
     browser.wait_for("#secret", wait).await;
@@ -50,14 +86,19 @@ async fn the_gui_in_a_real_browser_shows_status_edits_config_follows_logs_and_re
         .wait_text("#st-rtt", "a round trip", wait, |t| t.ends_with("ms"))
         .await;
     browser.screenshot(&shots.join("status.png")).await;
+}
 
+/// Configuration: move `web` to app B's port; traffic follows without a reconnect. Returns the
+/// reconnect count.
+async fn move_web_to_app_b(st: &GuiStack, browser: &Browser, shots: &Path) -> u64 {
+    let wait = WAIT;
+    let port = PORT;
     // Configuration: move `web` to app B's port; traffic follows without a reconnect.
     let r = st.through_gateway("/bytes/11").await;
     assert_eq!(r.status, 200);
     assert!(saw(&st.app_a, "/bytes/11"));
     let reconnects = st.status().await["reconnects"].as_u64().unwrap();
     browser.click("#nav-config").await;
-    let port = "#services-table tbody tr:first-child .svc-port";
     browser.wait_for(port, wait).await;
     browser.screenshot(&shots.join("config.png")).await;
     browser.fill(port, &st.app_b.addr.port().to_string()).await;
@@ -83,7 +124,17 @@ async fn the_gui_in_a_real_browser_shows_status_edits_config_follows_logs_and_re
         reconnects,
         "applied without a reconnect"
     );
+    reconnects
+}
 
+/// An invalid port: the field's error is shown and the file is not touched.
+async fn an_invalid_port_is_refused_and_the_file_kept(
+    st: &GuiStack,
+    browser: &Browser,
+    shots: &Path,
+) {
+    let wait = WAIT;
+    let port = PORT;
     // An invalid port: the field's error is shown and the file is not touched.
     let before = std::fs::read(&st.config).unwrap();
     browser.fill(port, "70000").await;
@@ -114,7 +165,11 @@ async fn the_gui_in_a_real_browser_shows_status_edits_config_follows_logs_and_re
         "the file is unchanged"
     );
     assert!(saw(&st.app_b, "/bytes/12"));
+}
 
+/// Logs: the live view shows a line written after it opened; filtering by level works.
+async fn the_log_view_follows_live(st: &GuiStack, browser: &Browser, shots: &Path) {
+    let wait = WAIT;
     // Logs: the live view shows a line written after it opened.
     browser.click("#nav-logs").await;
     browser
@@ -140,7 +195,11 @@ async fn the_gui_in_a_real_browser_shows_status_edits_config_follows_logs_and_re
             !t.contains(" INFO ")
         })
         .await;
+}
 
+/// Operations: reconnect, and the count rises on the status page.
+async fn reconnect_from_operations(browser: &Browser, shots: &Path, reconnects: u64) {
+    let wait = WAIT;
     // Operations: reconnect, and the count rises on the status page.
     browser.click("#nav-ops").await;
     browser.click("#op-reconnect").await;
@@ -161,27 +220,4 @@ async fn the_gui_in_a_real_browser_shows_status_edits_config_follows_logs_and_re
             t == "connected"
         })
         .await;
-
-    // No JavaScript errors (a 401 before login is the network's entry, not the script's).
-    let console = browser.console().await;
-    let errors: Vec<_> = console
-        .iter()
-        .filter(|(level, source, _)| level == "SEVERE" && source != "network")
-        .collect();
-    assert!(errors.is_empty(), "JavaScript errors: {errors:?}");
-    browser.quit().await;
-    for shot in [
-        "login",
-        "status",
-        "config",
-        "config-invalid",
-        "logs",
-        "operations",
-    ] {
-        let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
-        assert!(
-            png.len() > 1000 && png.starts_with(b"\x89PNG"),
-            "{shot}.png"
-        );
-    }
 }

@@ -16,6 +16,15 @@ use http::Method;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_call_needs_the_secret_and_cross_site_posts_are_refused() {
     let st = GuiStack::start().await;
+    no_call_answers_without_the_secret(&st).await;
+    let (cookie, csrf) = log_in(&st).await;
+    state_changes_need_same_origin_and_the_token(&st, &cookie, &csrf).await;
+    foreign_hosts_are_refused_and_the_cli_reads_the_same_api(&st).await;
+    a_non_loopback_listener_needs_the_switch(&st).await;
+}
+
+/// Every endpoint answers 401 without the secret, with a wrong one, or a forged cookie.
+async fn no_call_answers_without_the_secret(st: &GuiStack) {
     let calls = [
         (Method::GET, "/v1/status"),
         (Method::GET, "/v1/session"),
@@ -52,8 +61,11 @@ async fn every_api_call_needs_the_secret_and_cross_site_posts_are_refused() {
         .call(Method::GET, "/v1/status", &[("cookie", &cookie)], "")
         .await;
     assert_eq!(r.status, 401);
+}
 
-    // Login: wrong secret 401, a form post (what a cross-site form can send) 415, right one 200.
+/// Login: wrong secret 401, a form post (what a cross-site form can send) 415, the right one
+/// 200 with an HttpOnly SameSite=Strict cookie. Returns the cookie and the CSRF token.
+async fn log_in(st: &GuiStack) -> (String, String) {
     let json = [("content-type", "application/json")];
     let r = st
         .call(Method::POST, "/v1/login", &json, r#"{"secret":"wrong"}"#)
@@ -79,24 +91,27 @@ async fn every_api_call_needs_the_secret_and_cross_site_posts_are_refused() {
         .call(Method::GET, "/v1/status", &[("cookie", &cookie)], "")
         .await;
     assert_eq!(r.status, 200);
+    (cookie, csrf)
+}
 
-    // State changes from a browser session: refused cross-site, or without the CSRF token.
+/// State changes from a browser session: refused cross-site, or without the CSRF token.
+async fn state_changes_need_same_origin_and_the_token(st: &GuiStack, cookie: &str, csrf: &str) {
     let before = st.status().await["reconnects"].as_u64().unwrap();
     let origin = format!("http://{}", st.api);
     let refused = [
         vec![
-            ("cookie", cookie.as_str()),
-            ("x-csrf-token", csrf.as_str()),
+            ("cookie", cookie),
+            ("x-csrf-token", csrf),
             ("origin", "http://evil.example"),
         ],
         vec![
-            ("cookie", cookie.as_str()),
-            ("x-csrf-token", csrf.as_str()),
+            ("cookie", cookie),
+            ("x-csrf-token", csrf),
             ("sec-fetch-site", "cross-site"),
         ],
-        vec![("cookie", cookie.as_str()), ("origin", origin.as_str())],
+        vec![("cookie", cookie), ("origin", origin.as_str())],
         vec![
-            ("cookie", cookie.as_str()),
+            ("cookie", cookie),
             ("x-csrf-token", "0000"),
             ("origin", origin.as_str()),
         ],
@@ -127,8 +142,8 @@ async fn every_api_call_needs_the_secret_and_cross_site_posts_are_refused() {
     );
     // The same call, same-origin with the token, works.
     let ok = [
-        ("cookie", cookie.as_str()),
-        ("x-csrf-token", csrf.as_str()),
+        ("cookie", cookie),
+        ("x-csrf-token", csrf),
         ("origin", origin.as_str()),
     ];
     assert_eq!(
@@ -139,8 +154,12 @@ async fn every_api_call_needs_the_secret_and_cross_site_posts_are_refused() {
         s["reconnects"].as_u64() > Some(before) && s["connected"] == true
     })
     .await;
+}
 
-    // DNS rebinding: a foreign Host name is refused even with the secret.
+/// DNS rebinding: a foreign Host name is refused even with the secret; `g2c-agent status`
+/// reads the same API with the secret file.
+async fn foreign_hosts_are_refused_and_the_cli_reads_the_same_api(st: &GuiStack) {
+    let auth = format!("Bearer {}", st.secret);
     let r = st
         .call(
             Method::GET,
@@ -181,9 +200,11 @@ async fn every_api_call_needs_the_secret_and_cross_site_posts_are_refused() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
 
-    // A non-loopback listen address without the explicit switch: refused by the config check
-    // and by the listener itself.
+/// A non-loopback listen address without the explicit switch: refused by the config check and
+/// by the listener itself.
+async fn a_non_loopback_listener_needs_the_switch(st: &GuiStack) {
     let mut cfg = AgentConfig::load(&st.config).unwrap();
     cfg.local_api.listen = "0.0.0.0:0".parse().unwrap();
     let open = st.dir.path().join("open.toml");

@@ -272,3 +272,22 @@ async fn upstream_connections_are_pooled_per_agent() {
         "50 sequential requests from 50 caller connections reuse one upstream connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_closes_its_connections_never_fails_a_request() {
+    // The pool's adversarial twin: every other answer ends the pooled connection, so the
+    // next request must not be sent on it (or must be retried on a fresh one).
+    let (gw, agent, app, key) = setup(GatewayOptions::default()).await;
+    for i in 0..40 {
+        let path = if i % 2 == 0 { "/close" } else { "/bytes/7" };
+        let r = send(gw.http(), routed(Method::GET, agent.id(), path, &key, "")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i} to {path}");
+        let want: &[u8] = if i % 2 == 0 {
+            b"closing"
+        } else {
+            &[0, 1, 2, 3, 4, 5, 6]
+        };
+        assert_eq!(&r.body[..], want, "request {i}");
+    }
+    assert!(app.connections() >= 20, "each /close ended a connection");
+}

@@ -78,8 +78,22 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
     } = ProcStack::start(app.addr).await;
     let http = gw.addrs.http.unwrap();
 
-    // 1 GiB download, checked byte by byte as it streams.
-    let size = 1024 * MIB;
+    download_checked(http, &id, &key, 1024 * MIB).await;
+    upload_checksummed(http, &id, &key, 256 * MIB).await;
+
+    let gw_kib = gw.proc.peak_rss_kib();
+    let agent_kib = agent.peak_rss_kib();
+    eprintln!(
+        "peak RSS: gateway {} MiB, agent {} MiB",
+        gw_kib / 1024,
+        agent_kib / 1024
+    );
+    assert!(gw_kib < 100 * 1024, "gateway peak RSS {gw_kib} KiB");
+    assert!(agent_kib < 100 * 1024, "agent peak RSS {agent_kib} KiB");
+}
+
+/// Download `size` pattern bytes through the tunnel, checking every byte as it streams.
+async fn download_checked(http: std::net::SocketAddr, id: &str, key: &str, size: u64) {
     let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
     let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -87,13 +101,7 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
     tokio::spawn(conn);
     let started = Instant::now();
     let resp = s
-        .send_request(routed(
-            Method::GET,
-            &id,
-            &format!("/bytes/{size}"),
-            &key,
-            "",
-        ))
+        .send_request(routed(Method::GET, id, &format!("/bytes/{size}"), key, ""))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -116,9 +124,10 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
         "1 GiB download: {secs:.2} s, {:.0} MiB/s",
         size as f64 / MIB as f64 / secs
     );
+}
 
-    // 256 MiB upload, streamed, checksummed by the app.
-    let up = 256 * MIB;
+/// Upload `up` pattern bytes, streamed; the app's checksum must match ours.
+async fn upload_checksummed(http: std::net::SocketAddr, id: &str, key: &str, up: u64) {
     let chunk = 256 * 1024u64;
     let stream = futures::stream::iter((0..up / chunk).map(move |c| {
         let data: Vec<u8> = (c * chunk..(c + 1) * chunk).map(pattern_byte).collect();
@@ -139,7 +148,7 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
     tokio::spawn(conn);
     let req = Request::post(format!("/r/{id}/sink"))
         .header("host", "gw")
-        .header("g2c-key", &key)
+        .header("g2c-key", key)
         .body(http_body_util::StreamBody::new(stream))
         .unwrap();
     let resp = s.send_request(req).await.unwrap();
@@ -148,16 +157,6 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["bytes"], up);
     assert_eq!(v["checksum"], expected);
-
-    let gw_kib = gw.proc.peak_rss_kib();
-    let agent_kib = agent.peak_rss_kib();
-    eprintln!(
-        "peak RSS: gateway {} MiB, agent {} MiB",
-        gw_kib / 1024,
-        agent_kib / 1024
-    );
-    assert!(gw_kib < 100 * 1024, "gateway peak RSS {gw_kib} KiB");
-    assert!(agent_kib < 100 * 1024, "agent peak RSS {agent_kib} KiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,8 +159,18 @@ async fn revoking_a_registration_closes_its_tunnel_within_a_second() {
         StatusCode::UNAUTHORIZED,
         "its keys were revoked with it"
     );
-    // It cannot come back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It cannot come back: its next attempt is refused.
+    let attempts = agent.status.snapshot().reconnects;
+    let s = agent.status.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "a refused reconnect attempt",
+        || {
+            let n = s.snapshot().reconnects;
+            async move { n > attempts }
+        },
+    )
+    .await;
     assert!(!agent.status.snapshot().connected);
 }
 

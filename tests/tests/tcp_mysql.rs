@@ -123,7 +123,14 @@ async fn killing_mariadb_mid_query_errors_fast() {
         let r: Result<Option<u32>, _> = c.query_first("SELECT SLEEP(30)").await;
         (r.is_err(), Instant::now())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let running = "SELECT CONCAT('running=', COUNT(*)) FROM information_schema.processlist \
+                   WHERE info LIKE 'SELECT SLEEP(30)%'";
+    let db_addr = db.addr;
+    wait_until(Duration::from_secs(10), "the query runs", || async move {
+        let out = tokio::task::spawn_blocking(move || MariaDb::cli(db_addr, running)).await;
+        matches!(out, Ok(Ok(text)) if text.contains("running=1"))
+    })
+    .await;
     let killed = Instant::now();
     db.kill();
     let (errored, at) = tokio::time::timeout(Duration::from_secs(5), query)
