@@ -7,34 +7,7 @@ use std::path::{Path, PathBuf};
 use g2c_proto::ServiceKind;
 use serde::{Deserialize, Serialize};
 
-/// Why a configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// Path.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has unknown keys.
-    #[error("invalid config {path}: {message}")]
-    Parse {
-        /// Path.
-        path: PathBuf,
-        /// Parser message (names the key and line).
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid config field `{field}`: {message}")]
-    Invalid {
-        /// Dotted path of the field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub use g2c_proto::config_error::ConfigError;
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,10 +190,7 @@ impl Default for ReconnectConfig {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::invalid(field, message)
 }
 
 /// Whether the private key file can be read and parsed (before a config naming it is saved).

@@ -9,34 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Why a configuration is unusable. Names the field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// File path.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has unknown keys.
-    #[error("invalid config {path}: {message}")]
-    Parse {
-        /// File path.
-        path: PathBuf,
-        /// Parser message (names the key and line).
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid config field `{field}`: {message}")]
-    Invalid {
-        /// Dotted path of the field.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub use g2c_proto::config_error::ConfigError;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -317,7 +290,7 @@ impl GatewayConfig {
     /// Read, parse and validate a config file. Relative paths inside it are resolved against the
     /// file's directory, so a config works from any working directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
         })?;
@@ -354,12 +327,7 @@ impl GatewayConfig {
 
     /// Check values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, message: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                message: message.into(),
-            })
-        };
+        let invalid = |field: &str, message: &str| Err(ConfigError::invalid(field, message));
         if self.http.is_none() && self.https.is_none() {
             return invalid(
                 "http",

@@ -6,12 +6,14 @@
 //! ([`registration`]), the caller-facing error codes ([`error_code`]), the yamux driver
 //! ([`mux`]) with its write buffer ([`coalesce`]), the byte-observing I/O adapter ([`tap`])
 //! and the tuning constants both sides must agree on ([`tuning`]). The shutdown signal
-//! ([`signal`]) and log rotation ([`rotate`]) are here because both binaries need them. No
+//! ([`signal`]), log rotation ([`rotate`]) and the config error type ([`config_error`]) are
+//! here because both binaries need them. No
 //! sockets and no config files live here: every function works on any
 //! `AsyncRead`/`AsyncWrite` or on bytes.
 #![forbid(unsafe_code)]
 
 pub mod coalesce;
+pub mod config_error;
 pub mod error_code;
 pub mod frame;
 pub mod handshake;
