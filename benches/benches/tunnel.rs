@@ -85,6 +85,12 @@ async fn stack() -> Stack {
 
 async fn get(stack: &Stack, path: &str) -> usize {
     let mut sender = stack.caller.lock().await;
+    // An HTTP/1 connection takes the next request only once its task has seen the last response
+    // end; on a loaded machine that can come after the body was read here.
+    sender
+        .ready()
+        .await
+        .expect("the caller's connection stays open");
     let resp = sender
         .send_request(routed(Method::GET, &stack.id, path, &stack.key, ""))
         .await
