@@ -1,10 +1,14 @@
 //! CIDR allowlists for public TCP ports (`10.0.0.0/8`, `127.0.0.1/32`, `2001:db8::/32`).
-//! IPv4-mapped IPv6 callers are matched as IPv4.
+//!
+//! IPv4-mapped IPv6 networks (`::ffff:203.0.113.5`, what a dual-stack listener shows for an IPv4
+//! caller) are stored in their IPv4 form with the prefix moved down by 96, and mapped callers are
+//! matched as IPv4, so both spellings of one network mean the same thing. Every shift and
+//! subtraction here is checked: a wrong prefix can only ever narrow a match, never widen it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-/// One network.
+/// One network, always in canonical form: an IPv4 network is never stored as mapped IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
     addr: IpAddr,
@@ -13,28 +17,56 @@ pub struct Cidr {
 
 /// Why a CIDR string is invalid.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid CIDR {0:?}: use ADDRESS/PREFIX such as 203.0.113.0/24")]
-pub struct CidrError(String);
+pub enum CidrError {
+    /// Not ADDRESS or ADDRESS/PREFIX.
+    #[error("invalid CIDR {0:?}: use ADDRESS/PREFIX such as 203.0.113.0/24")]
+    Syntax(String),
+    /// An IPv4-mapped network whose prefix is shorter than the mapping itself (/96): it would
+    /// cover IPv6 addresses outside `::ffff:0:0/96`, which no caller can have as an IPv4 peer.
+    #[error("invalid CIDR {0:?}: an IPv4-mapped network needs a prefix of /96 or longer")]
+    MappedPrefix(String),
+}
+
+/// The prefix length that `::ffff:0:0/96` spends on the mapping.
+const MAPPED_PREFIX: u8 = 96;
 
 impl FromStr for Cidr {
     type Err = CidrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || CidrError(s.to_owned());
+        let syntax = || CidrError::Syntax(s.to_owned());
         let (addr, prefix) = match s.trim().split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s.trim(), None),
         };
-        let addr = IpAddr::from_str(addr).map_err(|_| err())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let addr = IpAddr::from_str(addr).map_err(|_| syntax())?;
+        let max = max_prefix(addr);
         let prefix = match prefix {
-            Some(p) => p.parse::<u8>().map_err(|_| err())?,
+            // `u8::from_str` accepts a leading '+'; a prefix is digits only.
+            Some(p) if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(syntax())
+            }
+            Some(p) => p.parse::<u8>().map_err(|_| syntax())?,
             None => max,
         };
         if prefix > max {
-            return Err(err());
+            return Err(syntax());
         }
-        Ok(Self { addr, prefix })
+        match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => {
+                    let prefix = prefix
+                        .checked_sub(MAPPED_PREFIX)
+                        .ok_or_else(|| CidrError::MappedPrefix(s.to_owned()))?;
+                    Ok(Self {
+                        addr: IpAddr::V4(v4),
+                        prefix,
+                    })
+                }
+                None => Ok(Self { addr, prefix }),
+            },
+            IpAddr::V4(_) => Ok(Self { addr, prefix }),
+        }
     }
 }
 
@@ -44,6 +76,15 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+fn max_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// A caller's address as the allowlist sees it: IPv4-mapped IPv6 as IPv4.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -51,25 +92,36 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The top `prefix` bits set. A prefix beyond the width gives the full mask (an exact match).
+fn mask_v4(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
+fn mask_v6(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
+}
+
 impl Cidr {
     /// Whether `ip` is inside this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (canonical(self.addr), canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => same_v4(net, ip, mask_v4(self.prefix)),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => same_v6(net, ip, mask_v6(self.prefix)),
             _ => false,
         }
     }
+}
+
+fn same_v4(net: Ipv4Addr, ip: Ipv4Addr, mask: u32) -> bool {
+    u32::from(net) & mask == u32::from(ip) & mask
+}
+
+fn same_v6(net: Ipv6Addr, ip: Ipv6Addr, mask: u128) -> bool {
+    u128::from(net) & mask == u128::from(ip) & mask
 }
 
 /// Whether any network in `list` contains `ip` (an empty list allows nobody).
@@ -78,38 +130,4 @@ pub fn allowed(list: &[Cidr], ip: IpAddr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn matching() {
-        let c: Cidr = "127.0.0.1/32".parse().unwrap();
-        assert!(c.contains(ip("127.0.0.1")));
-        assert!(!c.contains(ip("127.0.0.2")));
-        assert!(c.contains(ip("::ffff:127.0.0.1")), "mapped IPv4 matches");
-        let n: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(n.contains(ip("10.200.1.1")));
-        assert!(!n.contains(ip("11.0.0.1")));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains(ip("8.8.8.8")));
-        let v6: Cidr = "2001:db8::/32".parse().unwrap();
-        assert!(v6.contains(ip("2001:db8::1")));
-        assert!(!v6.contains(ip("2001:db9::1")));
-        assert_eq!(
-            "192.0.2.7".parse::<Cidr>().unwrap().to_string(),
-            "192.0.2.7/32"
-        );
-        assert!(!allowed(&[], ip("127.0.0.1")), "empty allowlist is closed");
-    }
-
-    #[test]
-    fn rejects_garbage() {
-        for bad in ["", "1.2.3.4/33", "abc", "1.2.3.4/x", "::/129", "1.2.3/8"] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
-        }
-    }
-}
+mod tests;
