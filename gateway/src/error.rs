@@ -73,13 +73,16 @@ pub enum RequestError {
     /// The registration's agent is not connected.
     #[error("the agent for registration {0} is not connected")]
     AgentOffline(String),
-    /// The agent could not reach its local service.
-    #[error("the local service of registration {registration} is unavailable: {message}")]
+    /// The agent could not reach its local service. Callers learn the service's name only:
+    /// the detail (the app's internal address, the OS error) is logged, never sent.
+    #[error("the local service {service:?} of registration {registration} is unavailable")]
     LocalServiceUnavailable {
         /// Registration.
         registration: String,
-        /// Agent's explanation.
-        message: String,
+        /// The service's name as the agent announced it.
+        service: String,
+        /// What went wrong, for the gateway's log.
+        detail: String,
     },
     /// The local app did not answer in time.
     #[error("the local service of registration {0} did not answer in time")]
@@ -110,8 +113,8 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// Who failed when a data stream to `registration` could not be opened.
-    pub fn from_open(err: OpenError, registration: &str) -> Self {
+    /// Who failed when a data stream to `service` of `registration` could not be opened.
+    pub fn from_open(err: OpenError, registration: &str, service: &str) -> Self {
         let reg = registration.to_owned();
         match err {
             OpenError::TooManyStreams => Self::Overloaded(Some(reg)),
@@ -119,7 +122,8 @@ impl RequestError {
             OpenError::Timeout => Self::UpstreamTimeout(reg),
             OpenError::Refused { message, .. } => Self::LocalServiceUnavailable {
                 registration: reg,
-                message,
+                service: service.to_owned(),
+                detail: message,
             },
         }
     }
@@ -202,6 +206,14 @@ impl RequestError {
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 "internal gateway error".to_owned()
+            }
+            Self::LocalServiceUnavailable {
+                registration,
+                service,
+                detail,
+            } => {
+                tracing::info!(registration, service, %detail, "local service unavailable");
+                self.to_string()
             }
             other => other.to_string(),
         };

@@ -120,6 +120,13 @@ async fn local_app_down_is_502_local_service_unavailable() {
     assert_error(&reply, StatusCode::BAD_GATEWAY, "local_service_unavailable");
     let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(v["error"]["registration"], agent.id());
+    // The caller learns which service, never where it lives inside the site or the OS error.
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"web\""), "names the service: {message}");
+    let body = String::from_utf8_lossy(&reply.body);
+    for secret in [closed.to_string(), "127.0.0.1".into(), "refused".into()] {
+        assert!(!body.contains(&secret), "{secret:?} leaked in {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,12 +162,13 @@ async fn connect(
         .http_service()
         .ok_or_else(|| RequestError::LocalServiceUnavailable {
             registration: reg.to_owned(),
-            message: "the agent offers no HTTP service".into(),
+            service: "http".into(),
+            detail: "the agent offers no HTTP service".into(),
         })?;
     let header = StreamHeader::new(service, format!("pool-{}", session.id), "gateway".into());
     let stream = open_data_stream(&session.mux, &header)
         .await
-        .map_err(|e| RequestError::from_open(e, reg))?;
+        .map_err(|e| RequestError::from_open(e, reg, service))?;
     let io = TunnelIo {
         stream,
         _open: GaugeGuard::new(core.metrics.active_streams.with_label_values(&[reg])),
@@ -177,7 +178,8 @@ async fn connect(
         .await
         .map_err(|e| RequestError::LocalServiceUnavailable {
             registration: reg.to_owned(),
-            message: format!("connection to the local service failed: {e}"),
+            service: service.to_owned(),
+            detail: format!("HTTP/1.1 handshake on the data stream failed: {e}"),
         })?;
     let span = tracing::debug_span!("upstream", registration = reg, session = session.id);
     core.spawn(span, async move {

@@ -84,7 +84,8 @@ async fn proxy(
                 }
                 BodyFault::None => RequestError::LocalServiceUnavailable {
                     registration: reg.to_owned(),
-                    message: format!("connection to the local service failed: {e}"),
+                    service: session.http_service().unwrap_or("http").to_owned(),
+                    detail: format!("connection to the local service failed: {e}"),
                 },
             })
         }
@@ -95,7 +96,8 @@ async fn proxy(
         let Some(caller) = caller_upgrade else {
             return Err(RequestError::LocalServiceUnavailable {
                 registration: reg.to_owned(),
-                message: "the app switched protocols without an upgrade request".into(),
+                service: session.http_service().unwrap_or("http").to_owned(),
+                detail: "the app switched protocols without an upgrade request".into(),
             });
         };
         let app = hyper::upgrade::on(&mut resp);

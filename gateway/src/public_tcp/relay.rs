@@ -85,7 +85,7 @@ async fn splice(
     let header = StreamHeader::new(service, format!("tcp-{id}"), peer.to_string());
     let mut stream = open_data_stream(&session.mux, &header).await.map_err(|e| {
         tracing::info!(error = %e, "TCP stream refused");
-        RequestError::from_open(e, &session.registration_id).code()
+        RequestError::from_open(e, &session.registration_id, service).code()
     })?;
     if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
         tcp,
