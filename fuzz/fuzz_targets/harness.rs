@@ -50,6 +50,7 @@ pub fn harness() -> &'static Harness {
             let ports = g2c_gateway::store::PortRange {
                 start: 30000,
                 end: 30999,
+                per_registration: 4,
             };
             let token = gateway
                 .store()

@@ -134,11 +134,9 @@ pub async fn registration(
             })?
         }
         RegistrationOp::Allow { id, service, cidrs } => {
-            let ports = g2c_gateway::store::PortRange {
-                start: config.limits.port_range_start,
-                end: config.limits.port_range_end,
-            };
-            let t = store.set_tcp_allow(&id, &service, &cidrs, ports).await?;
+            let t = store
+                .set_tcp_allow(&id, &service, &cidrs, config.limits.ports())
+                .await?;
             print(json, &t, |t| {
                 format!(
                     "{}/{} on port {}: {}",

@@ -146,6 +146,8 @@ pub struct LimitsConfig {
     pub port_range_start: u16,
     /// Last port of that range (inclusive).
     pub port_range_end: u16,
+    /// Most TCP service ports one registration may hold (each opened by `registration allow`).
+    pub max_tcp_ports_per_registration: u16,
     /// Idle keep-alive connections kept per agent.
     pub upstream_pool_idle_per_agent: usize,
     /// Seconds between agent heartbeats (and health reports); an agent silent for three
@@ -242,6 +244,7 @@ impl Default for LimitsConfig {
             shutdown_grace_secs: 10,
             port_range_start: 11000,
             port_range_end: 11999,
+            max_tcp_ports_per_registration: 16,
             upstream_pool_idle_per_agent: 32,
             heartbeat_secs: g2c_proto::tuning::HEARTBEAT_INTERVAL.as_secs(),
             registration_rate_per_sec: 0,
@@ -262,6 +265,15 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// The public port range and the per-registration quota, as the store allocates them.
+    pub fn ports(&self) -> crate::store::PortRange {
+        crate::store::PortRange {
+            start: self.port_range_start,
+            end: self.port_range_end,
+            per_registration: self.max_tcp_ports_per_registration,
+        }
+    }
+
     /// Upstream timeout as a duration.
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_secs(self.upstream_timeout_secs)
@@ -348,6 +360,12 @@ impl GatewayConfig {
             return invalid(
                 "limits.port_range_start",
                 "must be non-zero and not above limits.port_range_end",
+            );
+        }
+        if l.max_tcp_ports_per_registration == 0 {
+            return invalid(
+                "limits.max_tcp_ports_per_registration",
+                "must be at least 1",
             );
         }
         if l.upstream_timeout_secs == 0 {

@@ -27,6 +27,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SERVICES: usize = 64;
 /// Longest service name.
 pub const MAX_SERVICE_NAME: usize = 64;
+/// Longest agent version string. It becomes a metric label, so it is short and printable.
+pub const MAX_AGENT_VERSION: usize = 64;
 
 /// Why the gateway could not open a data stream to a service.
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +213,7 @@ where
             version,
             agent_version,
             services,
-        }) => match check_hello(version, &services) {
+        }) => match check_hello(version, &agent_version, &services) {
             Ok(()) => Ok(Hello {
                 agent_version,
                 services,
@@ -245,10 +247,15 @@ pub async fn welcome<S: AsyncWrite + Unpin>(
     write_frame(stream, &welcome).await
 }
 
-fn check_hello(version: u16, services: &[ServiceDecl]) -> Result<(), String> {
+fn check_hello(version: u16, agent_version: &str, services: &[ServiceDecl]) -> Result<(), String> {
     if version != PROTOCOL_VERSION {
         return Err(format!(
             "protocol version {version} is not supported (gateway speaks {PROTOCOL_VERSION})"
+        ));
+    }
+    if !valid_agent_version(agent_version) {
+        return Err(format!(
+            "agent version must be 1 to {MAX_AGENT_VERSION} characters of [A-Za-z0-9.+_-]"
         ));
     }
     if services.len() > MAX_SERVICES {
@@ -261,4 +268,12 @@ fn check_hello(version: u16, services: &[ServiceDecl]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A version string as a release names itself (`0.1.0`, `1.2.3-rc.1+g1234abc`): it becomes a
+/// metric label, so nothing that could mint unbounded or unreadable series.
+pub fn valid_agent_version(v: &str) -> bool {
+    (1..=MAX_AGENT_VERSION).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
 }

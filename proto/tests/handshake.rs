@@ -191,6 +191,27 @@ async fn a_bad_hello_is_refused_on_the_stream_and_the_agent_hears_why() {
     }
 }
 
+/// The agent version becomes a metric label: kilobytes of it, or control characters, are refused
+/// before any series is minted.
+#[tokio::test]
+async fn an_agent_version_that_is_no_version_is_refused() {
+    for version in [
+        "x".repeat(4096),
+        "1.0\n# HELP".into(),
+        String::new(),
+        "a\"b".into(),
+    ] {
+        let (mut gateway_end, mut agent_end) = tokio::io::duplex(64 * 1024);
+        let gateway = tokio::spawn(async move { handshake::hear_hello(&mut gateway_end).await });
+        let agent = handshake::say_hello(&mut agent_end, &version, web()).await;
+        assert!(matches!(agent, Err(HelloError::Refused(_))), "{agent:?}");
+        assert!(gateway.await.unwrap().is_err());
+    }
+    for fine in ["0.1.0", "1.2.3-rc.1+g1234abc", &"9".repeat(64)] {
+        assert!(handshake::valid_agent_version(fine), "{fine}");
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_version_garbage_or_silence_ends_the_hello() {
     let (mut gateway_end, mut agent_end) = tokio::io::duplex(64 * 1024);

@@ -266,10 +266,7 @@ impl TestGateway {
     /// Allow `cidrs` on a registration's TCP service and return its public address once it
     /// listens (the agent must be connected).
     pub async fn open_tcp(&self, registration: &str, service: &str, cidrs: &[&str]) -> SocketAddr {
-        let ports = g2c_gateway::store::PortRange {
-            start: self.config.limits.port_range_start,
-            end: self.config.limits.port_range_end,
-        };
+        let ports = self.config.limits.ports();
         let cidrs: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
         let t = self
             .store

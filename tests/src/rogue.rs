@@ -67,19 +67,53 @@ pub struct Rogue {
     _control: Option<g2c_proto::mux::MuxStream>,
 }
 
-/// Connect as `config`'s registration, say Hello, read Welcome, then misbehave.
-pub async fn connect(config: &AgentConfig, how: Misbehaviour) -> Rogue {
+/// What a rogue says in its Hello.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// Its claimed software version.
+    pub agent_version: String,
+    /// The services it announces.
+    pub services: Vec<ServiceDecl>,
+}
+
+impl Default for Hello {
+    fn default() -> Self {
+        Self {
+            agent_version: "rogue".into(),
+            services: vec![ServiceDecl {
+                name: "web".into(),
+                kind: ServiceKind::Http,
+            }],
+        }
+    }
+}
+
+/// An SSH session authenticated as a registration that never asks for its forward.
+pub struct Authenticated(client::Handle<Handler>);
+
+impl Authenticated {
+    /// Whether the gateway has closed the session.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Authenticate as `config`'s registration, and do nothing more: no forward is asked.
+pub async fn authenticated(config: &AgentConfig) -> Authenticated {
+    let (tx, _rx) = mpsc::channel(1);
+    Authenticated(ssh_session(config, tx).await)
+}
+
+async fn ssh_session(
+    config: &AgentConfig,
+    channels: mpsc::Sender<Channel<Msg>>,
+) -> client::Handle<Handler> {
     let g = &config.gateway;
     let key = sshkeys::read_private_key(&config.key_file).unwrap();
-    let (tx, mut rx) = mpsc::channel(1);
     let cfg = Arc::new(g2c_agent::tunnel::client_config());
-    let mut ssh = client::connect(
-        cfg,
-        (g.ssh_host.as_str(), g.ssh_port),
-        Handler { channels: tx },
-    )
-    .await
-    .unwrap();
+    let mut ssh = client::connect(cfg, (g.ssh_host.as_str(), g.ssh_port), Handler { channels })
+        .await
+        .unwrap();
     let auth = ssh
         .authenticate_publickey(
             &config.registration_id,
@@ -88,6 +122,25 @@ pub async fn connect(config: &AgentConfig, how: Misbehaviour) -> Rogue {
         .await
         .unwrap();
     assert!(auth.success(), "the rogue holds a valid key");
+    ssh
+}
+
+/// Connect as `config`'s registration, say Hello, read Welcome, then misbehave.
+pub async fn connect(config: &AgentConfig, how: Misbehaviour) -> Rogue {
+    connect_saying(config, Hello::default(), how)
+        .await
+        .unwrap_or_else(|refused| panic!("the gateway refused the rogue: {refused}"))
+}
+
+/// Like [`connect`], with the Hello given; `Err` carries the gateway's refusal.
+pub async fn connect_saying(
+    config: &AgentConfig,
+    hello: Hello,
+    how: Misbehaviour,
+) -> Result<Rogue, String> {
+    let g = &config.gateway;
+    let (tx, mut rx) = mpsc::channel(1);
+    let ssh = ssh_session(config, tx).await;
     ssh.tcpip_forward("g2c", u32::from(g.tunnel_port))
         .await
         .unwrap();
@@ -97,18 +150,15 @@ pub async fn connect(config: &AgentConfig, how: Misbehaviour) -> Rogue {
     let mut control = mux.open().await.unwrap();
     let hello = ControlMessage::Hello {
         version: PROTOCOL_VERSION,
-        agent_version: "rogue".into(),
-        services: vec![ServiceDecl {
-            name: "web".into(),
-            kind: ServiceKind::Http,
-        }],
+        agent_version: hello.agent_version,
+        services: hello.services,
     };
     write_frame(&mut control, &hello).await.unwrap();
-    let welcome = read_frame::<ControlMessage, _>(&mut control).await.unwrap();
-    assert!(
-        matches!(welcome, Some(ControlMessage::Welcome { .. })),
-        "{welcome:?}"
-    );
+    match read_frame::<ControlMessage, _>(&mut control).await {
+        Ok(Some(ControlMessage::Welcome { .. })) => {}
+        Ok(Some(ControlMessage::Refused { reason })) => return Err(reason),
+        other => return Err(format!("no welcome: {other:?}")),
+    }
     let keep = match how {
         Misbehaviour::OpenStreams(n) => {
             for _ in 0..n {
@@ -136,9 +186,9 @@ pub async fn connect(config: &AgentConfig, how: Misbehaviour) -> Rogue {
         }
         Misbehaviour::Silent => control,
     };
-    Rogue {
+    Ok(Rogue {
         mux,
         _ssh: ssh,
         _control: Some(keep),
-    }
+    })
 }

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::body::{json, text, ProxyBody};
 use crate::core::Core;
 use crate::error::RequestError;
-use crate::store::{PortRange, StoreError};
+use crate::store::StoreError;
 
 /// What the backchannel hands out besides the store's answer.
 pub struct Backchannel {
@@ -64,10 +64,7 @@ where
         }
     }
     let core = &bc.core;
-    let ports = PortRange {
-        start: core.config.limits.port_range_start,
-        end: core.config.limits.port_range_end,
-    };
+    let ports = core.config.limits.ports();
     let public_key = sshkeys::public_openssh(&key);
     let reg = core
         .store

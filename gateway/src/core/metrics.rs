@@ -251,6 +251,34 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// A session was replaced by a newer one of the same registration: remove the series only
+    /// the old one had (its version, services the new one does not announce).
+    pub fn agent_replaced(
+        &self,
+        registration: &str,
+        (old_version, old_services): (&str, &[ServiceDecl]),
+        (new_version, new_services): (&str, &[ServiceDecl]),
+    ) {
+        if old_version != new_version {
+            let _ = self
+                .agent_info
+                .remove_label_values(&[registration, old_version]);
+        }
+        for s in old_services {
+            if new_services.iter().any(|n| n.name == s.name) {
+                continue;
+            }
+            let _ = self
+                .agent_service_up
+                .remove_label_values(&[registration, &s.name]);
+            let _ = self
+                .agent_service_probe
+                .remove_label_values(&[registration, &s.name]);
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use crate::core::registry::{AgentSession, SessionEvent};
 use crate::core::Core;
 use crate::shutdown::Phase;
-use crate::store::PortRange;
 use relay::Conn;
 
 /// The public TCP wing: its open listeners, by `(registration, service)`.
@@ -127,28 +126,29 @@ async fn follow(
     }
 }
 
-/// Open the public ports for a newly connected session's TCP services.
+/// Open the public ports of a connected session's TCP services. Only ports the operator
+/// opened (`registration allow`) exist: announcing a service allocates nothing.
 async fn open_for_session(wing: &Arc<PublicTcp>, session: &AgentSession) {
     let core = &wing.core;
-    let range = PortRange {
-        start: core.config.limits.port_range_start,
-        end: core.config.limits.port_range_end,
+    let opened = match core
+        .store
+        .tcp_services(Some(&session.registration_id))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the registration's TCP services");
+            return;
+        }
     };
     for svc in session
         .services
         .iter()
         .filter(|s| s.kind == ServiceKind::Tcp)
     {
-        let info = match core
-            .store
-            .tcp_service(&session.registration_id, &svc.name, range)
-            .await
-        {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!(service = %svc.name, error = %e, "no public port for TCP service");
-                continue;
-            }
+        let Some(info) = opened.iter().find(|t| t.service == svc.name) else {
+            tracing::info!(service = %svc.name, "TCP service not exposed: the operator has not opened it (registration allow)");
+            continue;
         };
         if info.allow.is_empty() {
             tracing::warn!(service = %svc.name, port = info.port, "TCP service not exposed: no CIDR allowlist configured (fail closed)");

@@ -29,6 +29,9 @@ pub enum StoreError {
     /// No free port is left in the configured range.
     #[error("no free port left in the configured range")]
     PortsExhausted,
+    /// The registration already holds as many TCP service ports as it may.
+    #[error("the registration already holds its {0} TCP service ports")]
+    PortQuota(u16),
     /// The input is unacceptable (e.g. a malformed public key).
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -122,13 +125,16 @@ pub struct AuthData {
     pub keys: Vec<(String, ApiKeyInfo)>,
 }
 
-/// Inclusive port range for allocation.
+/// The shared public port range and how much of it one registration may hold: every tenant
+/// allocates from the same range, so one must never be able to take it all.
 #[derive(Debug, Clone, Copy)]
 pub struct PortRange {
     /// First port.
     pub start: u16,
     /// Last port.
     pub end: u16,
+    /// Most TCP service ports one registration may hold.
+    pub per_registration: u16,
 }
 
 /// Result alias.
@@ -173,15 +179,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Vec<ApiKeyInfo>>>;
     /// Revoke an API key by id.
     fn revoke_key<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<()>>;
-    /// The TCP service's public port, allocated on first use (a registration's first TCP
-    /// service gets its tunnel port).
-    fn tcp_service<'a>(
-        &'a self,
-        registration_id: &'a str,
-        service: &'a str,
-        ports: PortRange,
-    ) -> BoxFuture<'a, StoreResult<TcpService>>;
-    /// Replace a TCP service's allowlist (allocating its port if needed); empty closes it.
+    /// Replace a TCP service's allowlist; empty closes it. This, an operator's act, is the
+    /// only thing that allocates a public port (a registration's first TCP service gets its
+    /// tunnel port), within the registration's quota: what an agent announces never does.
     fn set_tcp_allow<'a>(
         &'a self,
         registration_id: &'a str,

@@ -67,8 +67,15 @@ pub(super) async fn run(
         control::drain(&session, &mut write).await;
     }
     session.close("tunnel ended");
-    if core.registry.get(&reg.id).is_none() {
-        metrics.agent_down(&reg.id, &session.agent_version, &session.services);
+    match core.registry.get(&reg.id) {
+        None => metrics.agent_down(&reg.id, &session.agent_version, &session.services),
+        // Replaced: what this session reported and its successor does not is removed, so
+        // reconnecting with new versions or service names never piles up series.
+        Some(next) => metrics.agent_replaced(
+            &reg.id,
+            (&session.agent_version, &session.services),
+            (&next.agent_version, &next.services),
+        ),
     }
     metrics.agents_connected.set(core.registry.len() as i64);
     tracing::info!(session = session.id, "agent disconnected");

@@ -210,6 +210,7 @@ mod tests {
         let ports = crate::store::PortRange {
             start: 40100,
             end: 40110,
+            per_registration: 4,
         };
         let pk =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoO77y3o9L9fItc8Lm9cP9mP6pRSA0kwuMdoO6DNAFg u";

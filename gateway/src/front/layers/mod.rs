@@ -119,6 +119,7 @@ pub(crate) mod testing {
         let ports = crate::store::PortRange {
             start: 40000,
             end: 40010,
+            per_registration: 4,
         };
         let key =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoO77y3o9L9fItc8Lm9cP9mP6pRSA0kwuMdoO6DNAFg t";

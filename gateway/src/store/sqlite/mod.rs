@@ -163,15 +163,10 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Lowest port never handed out (revoked registrations keep theirs, so traffic for an old
-        // registration can never reach a new one).
-        let used: Vec<i64> =
-            sqlx::query_scalar("SELECT tunnel_port FROM registrations ORDER BY tunnel_port")
-                .fetch_all(&mut *tx)
-                .await?;
-        let port = (ports.start..=ports.end)
-            .find(|p| used.binary_search(&i64::from(*p)).is_err())
-            .ok_or(StoreError::PortsExhausted)?;
+        // Lowest port never handed out, as a tunnel port or a TCP service's (revoked
+        // registrations keep theirs, so traffic for an old registration can never reach a new
+        // one).
+        let port = lowest_free(&used_ports(&mut tx).await?, ports)?;
         let id = loop {
             let candidate = random_id(10);
             let taken: Option<String> =
@@ -383,24 +378,6 @@ impl Store for SqliteStore {
         self.revoke("api_keys", "key", id).boxed()
     }
 
-    fn tcp_service<'a>(
-        &'a self,
-        registration_id: &'a str,
-        service: &'a str,
-        ports: PortRange,
-    ) -> BoxFuture<'a, StoreResult<TcpService>> {
-        async move {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let (info, created) = ensure_tcp(&mut tx, registration_id, service, ports).await?;
-            if created {
-                bump(&mut tx).await?;
-            }
-            tx.commit().await?;
-            Ok(info)
-        }
-        .boxed()
-    }
-
     fn set_tcp_allow<'a>(
         &'a self,
         registration_id: &'a str,
@@ -418,7 +395,7 @@ impl Store for SqliteStore {
                 canonical.push(cidr.to_string());
             }
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let (mut info, _) = ensure_tcp(&mut tx, registration_id, service, ports).await?;
+            let mut info = ensure_tcp(&mut tx, registration_id, service, ports).await?;
             sqlx::query(
                 "UPDATE tcp_services SET allow_cidrs = ? WHERE registration_id = ? AND service = ?",
             )

@@ -43,13 +43,13 @@ pub(super) fn tcp_from(row: &sqlx::sqlite::SqliteRow) -> TcpService {
     }
 }
 
-/// Get or allocate a TCP service row inside a transaction.
+/// Get or allocate a TCP service row inside a transaction, within the registration's quota.
 pub(super) async fn ensure_tcp(
     conn: &mut SqliteConnection,
     registration_id: &str,
     service: &str,
     ports: PortRange,
-) -> StoreResult<(TcpService, bool)> {
+) -> StoreResult<TcpService> {
     let row = sqlx::query(
         "SELECT registration_id, service, port, allow_cidrs FROM tcp_services WHERE registration_id = ? AND service = ?",
     )
@@ -58,7 +58,7 @@ pub(super) async fn ensure_tcp(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
-        return Ok((tcp_from(&row), false));
+        return Ok(tcp_from(&row));
     }
     let tunnel_port: i64 = sqlx::query_scalar(
         "SELECT tunnel_port FROM registrations WHERE id = ? AND revoked_at IS NULL",
@@ -67,6 +67,14 @@ pub(super) async fn ensure_tcp(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NotFound("registration"))?;
+    let held: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM tcp_services WHERE registration_id = ?")
+            .bind(registration_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if held >= i64::from(ports.per_registration) {
+        return Err(StoreError::PortQuota(ports.per_registration));
+    }
     let tunnel_taken: Option<String> =
         sqlx::query_scalar("SELECT service FROM tcp_services WHERE port = ?")
             .bind(tunnel_port)
@@ -89,7 +97,7 @@ pub(super) async fn ensure_tcp(
         port,
         allow: Vec::new(),
     };
-    Ok((info, true))
+    Ok(info)
 }
 
 pub(super) fn registration_from(row: &sqlx::sqlite::SqliteRow) -> Registration {
