@@ -105,7 +105,7 @@ register() { # config, then services...
     --token "$(gw token create)" "${args[@]}" >/dev/null
   python3 -c "import tomllib; print(tomllib.load(open('$cfg','rb'))['registration_id'])"
 }
-connected() { curl -sf "http://$(ready admin)/v1/registrations" | python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin) if r['connected']))"; }
+connected() { curl -sf -H "Authorization: Bearer $(cat "$work/admin_token" 2>/dev/null)" "http://$(ready admin)/v1/registrations" | python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin) if r['connected']))"; }
 reg=$(register "$work/agent.toml" "web=127.0.0.1:$ng_port")
 key=$(gw key create --registration "$reg")
 printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/agent.toml"

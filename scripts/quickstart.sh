@@ -70,13 +70,17 @@ say "starting the agent (registration $reg)"
 "$bin/g2c-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
 pids+=($!)
 
-python3 - "$admin_addr" "$reg" <<'PY'
+# The admin API's token: written beside the store at the gateway's first start.
+python3 - "$admin_addr" "$reg" "$work/admin_token" <<'PY'
 import json, sys, time, urllib.request
-admin, reg = sys.argv[1], sys.argv[2]
+admin, reg, token_file = sys.argv[1], sys.argv[2], sys.argv[3]
+token = open(token_file).read().strip()
+req = urllib.request.Request(f"http://{admin}/v1/registrations",
+                             headers={"Authorization": f"Bearer {token}"})
 deadline = time.time() + 20
 while time.time() < deadline:
     try:
-        regs = json.load(urllib.request.urlopen(f"http://{admin}/v1/registrations", timeout=2))
+        regs = json.load(urllib.request.urlopen(req, timeout=2))
         if any(r["id"] == reg and r["connected"] for r in regs):
             sys.exit(0)
     except OSError:

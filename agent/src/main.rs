@@ -44,6 +44,10 @@ enum Command {
         /// Extra CA certificate (PEM) to trust for the backchannel.
         #[arg(long)]
         ca_cert: Option<PathBuf>,
+        /// Allow a plain http:// backchannel that is not on this machine. The answer pins the
+        /// gateway's SSH host key: anyone on the path could substitute theirs.
+        #[arg(long)]
+        insecure_plain_http: bool,
         /// HTTP service, NAME=HOST:PORT (repeatable).
         #[arg(long = "service", value_name = "NAME=HOST:PORT")]
         services: Vec<String>,
@@ -392,6 +396,7 @@ async fn async_main(cli: Cli) -> Result<()> {
             name,
             key,
             ca_cert,
+            insecure_plain_http,
             services,
             tcp_services,
         } => {
@@ -414,8 +419,18 @@ async fn async_main(cli: Cli) -> Result<()> {
                 public_key: sshkeys::public_openssh(private.public_key()),
                 token,
             };
-            let answer =
-                g2c_agent::register::register(&backchannel, ca_cert.as_deref(), &request).await?;
+            let plain_http = if insecure_plain_http {
+                g2c_agent::register::PlainHttp::Anywhere
+            } else {
+                g2c_agent::register::PlainHttp::LoopbackOnly
+            };
+            let answer = g2c_agent::register::register(
+                &backchannel,
+                ca_cert.as_deref(),
+                &request,
+                plain_http,
+            )
+            .await?;
             let config = AgentConfig::for_registration(
                 &answer,
                 std::path::absolute(&key_path)?,

@@ -39,6 +39,38 @@ pub enum RegisterError {
     /// The gateway's answer was not understood.
     #[error("unexpected answer from the backchannel: {0}")]
     Protocol(String),
+    /// Plain `http://` to a host that is not this machine: the answer pins the gateway's SSH
+    /// host key, and anyone on the path could answer with theirs.
+    #[error(
+        "refusing plain http:// to {0}: anyone on the path could hand over their own SSH host \
+         key to pin; use https://, or --insecure-plain-http on a network you trust"
+    )]
+    PlainHttpRefused(String),
+}
+
+/// Whether plain `http://` may carry a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Only to this machine (`localhost`, a loopback address): the default.
+    LoopbackOnly,
+    /// Anywhere: the operator said so, knowing the host key could be substituted on the way.
+    Anywhere,
+}
+
+/// Whether this scheme and host may carry a registration under `plain_http`.
+fn check_plain_http(https: bool, host: &str, plain_http: PlainHttp) -> Result<(), RegisterError> {
+    if https || plain_http == PlainHttp::Anywhere || is_loopback_host(host) {
+        Ok(())
+    } else {
+        Err(RegisterError::PlainHttpRefused(host.to_owned()))
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,6 +102,7 @@ pub async fn register(
     backchannel: &str,
     ca: Option<&Path>,
     request: &RegisterRequest,
+    plain_http: PlainHttp,
 ) -> Result<RegisterResponse, RegisterError> {
     let uri: Uri = backchannel
         .parse()
@@ -84,6 +117,7 @@ pub async fn register(
         .ok_or_else(|| RegisterError::Url(backchannel.into()))?
         .trim_matches(|c| c == '[' || c == ']')
         .to_owned();
+    check_plain_http(https, &host, plain_http)?;
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let body = serde_json::to_vec(request).map_err(|e| RegisterError::Protocol(e.to_string()))?;
     let req = Request::post(REGISTRATIONS_PATH)
@@ -151,4 +185,41 @@ where
         });
     }
     serde_json::from_slice(&bytes).map_err(|e| RegisterError::Protocol(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RegisterRequest {
+        RegisterRequest {
+            name: None,
+            public_key: "ssh-ed25519 AAAA".into(),
+            token: "t".into(),
+        }
+    }
+
+    /// Refused before any connection is made: nothing on the path ever sees the token.
+    #[tokio::test]
+    async fn plain_http_beyond_this_machine_is_refused_unless_asked_for() {
+        for url in [
+            "http://gw.example.com:3014",
+            "http://203.0.113.7:3014",
+            "http://[2001:db8::1]:80",
+        ] {
+            let r = register(url, None, &request(), PlainHttp::LoopbackOnly).await;
+            assert!(
+                matches!(r, Err(RegisterError::PlainHttpRefused(_))),
+                "{url}: {r:?}"
+            );
+        }
+        // Loopback is this machine: allowed (it fails only to connect here, port 9 is closed).
+        for url in ["http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9"] {
+            let r = register(url, None, &request(), PlainHttp::LoopbackOnly).await;
+            assert!(matches!(r, Err(RegisterError::Connect(_))), "{url}: {r:?}");
+        }
+        // The explicit opt-in lets it through (not connected here: no traffic leaves loopback).
+        assert!(check_plain_http(false, "gw.example.com", PlainHttp::Anywhere).is_ok());
+        assert!(check_plain_http(true, "gw.example.com", PlainHttp::LoopbackOnly).is_ok());
+    }
 }

@@ -28,7 +28,7 @@ pub struct GatewayConfig {
     /// Registration API for agents.
     pub backchannel: BackchannelConfig,
     /// Admin API and `/metrics`.
-    pub admin: ListenerConfig,
+    pub admin: AdminConfig,
     /// Public TCP ports for agents' TCP services.
     pub tcp: TcpConfig,
     /// Timeouts and limits.
@@ -92,6 +92,43 @@ pub struct StoreConfig {
 pub struct ListenerConfig {
     /// Address to bind.
     pub listen: SocketAddr,
+}
+
+/// The admin listener and who may use it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to bind (a private interface).
+    pub listen: SocketAddr,
+    /// File holding the bearer token that `/v1/*` (and `/metrics` unless `open_metrics`) need.
+    /// Default: `admin_token` beside the store, created with a random token on first start.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Host names (with or without port) the listener answers to besides IP literals and
+    /// `localhost`: anything else is refused, so a DNS-rebound page cannot read the API.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Whether `/metrics` may be scraped without the token (`/healthz` and `/readyz` always
+    /// may: probes carry no credentials).
+    #[serde(default = "yes")]
+    pub open_metrics: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl AdminConfig {
+    /// Where the admin token lives: the configured file, or `admin_token` beside the store.
+    pub fn token_path(&self, store: &StoreConfig) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| {
+            store
+                .path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("admin_token")
+        })
+    }
 }
 
 /// A listener that speaks TLS.
@@ -197,8 +234,11 @@ impl Default for GatewayConfig {
             https: None,
             ssh: SshConfig::default(),
             backchannel: BackchannelConfig::default(),
-            admin: ListenerConfig {
+            admin: AdminConfig {
                 listen: "127.0.0.1:9091".parse().expect("literal"),
+                token_file: None,
+                allowed_hosts: Vec::new(),
+                open_metrics: true,
             },
             tcp: TcpConfig::default(),
             limits: LimitsConfig::default(),
@@ -333,6 +373,9 @@ impl GatewayConfig {
             fix(k);
         }
         if let Some(f) = &mut self.audit.file {
+            fix(f);
+        }
+        if let Some(f) = &mut self.admin.token_file {
             fix(f);
         }
     }

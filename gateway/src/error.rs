@@ -50,6 +50,9 @@ pub enum GatewayError {
     /// The audit log file could not be opened.
     #[error("cannot open the audit log: {0}")]
     Audit(std::io::Error),
+    /// The admin token file could not be read or created.
+    #[error(transparent)]
+    AdminToken(#[from] crate::api::admin_gate::AdminTokenError),
     /// The configuration does not match the listeners given.
     #[error("{0}")]
     Listeners(&'static str),
@@ -101,6 +104,15 @@ pub enum RequestError {
         /// Whole seconds until a request would be admitted.
         retry_after_secs: u64,
     },
+    /// The admin API needs its bearer token for this endpoint.
+    #[error("this admin endpoint needs the admin token (Authorization: Bearer ...)")]
+    AdminTokenRequired,
+    /// The admin listener does not answer to that Host name (DNS rebinding).
+    #[error("this listener does not answer to that Host; add it to admin.allowed_hosts")]
+    RefusedHost,
+    /// A browser sent this on another site's behalf.
+    #[error("cross-site requests are refused")]
+    CrossSite,
     /// No such endpoint on an API listener.
     #[error("no such endpoint")]
     NoSuchEndpoint,
@@ -144,6 +156,8 @@ impl RequestError {
             Self::Overloaded(_) => code::OVERLOADED,
             Self::RateLimited { .. } => code::RATE_LIMITED,
             Self::NoSuchEndpoint => code::NOT_FOUND,
+            Self::AdminTokenRequired => code::UNAUTHORIZED,
+            Self::RefusedHost | Self::CrossSite => code::FORBIDDEN,
             Self::EnrollmentRefused(_) => code::UNAUTHORIZED,
             Self::Internal(_) => code::INTERNAL,
         }
@@ -152,8 +166,10 @@ impl RequestError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized | Self::EnrollmentRefused(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized | Self::EnrollmentRefused(_) | Self::AdminTokenRequired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden(_) | Self::RefusedHost | Self::CrossSite => StatusCode::FORBIDDEN,
             Self::UnknownRegistration(_) | Self::NoSuchEndpoint => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -174,6 +190,9 @@ impl RequestError {
             | Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
             | Self::NoSuchEndpoint
+            | Self::AdminTokenRequired
+            | Self::RefusedHost
+            | Self::CrossSite
             | Self::EnrollmentRefused(_)
             | Self::RateLimited { .. } => Party::Caller,
             Self::AgentOffline(_) => Party::Agent,

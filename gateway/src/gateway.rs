@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::admin::{self, Admin};
+use crate::api::admin_gate::AdminGate;
 use crate::api::backchannel::{self, Backchannel};
 use crate::body::ProxyBody;
 use crate::config::GatewayConfig;
@@ -37,6 +38,7 @@ pub struct Gateway {
     host_key: russh::keys::PrivateKey,
     https_tls: Option<TlsAcceptor>,
     backchannel_tls: Option<TlsAcceptor>,
+    admin_gate: AdminGate,
 }
 
 impl Gateway {
@@ -64,7 +66,13 @@ impl Gateway {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
             _ => None,
         };
+        if let Ok(addr) = listeners.backchannel.local_addr() {
+            if backchannel::exposed_without_tls(addr, backchannel_tls.is_some()) {
+                tracing::warn!(%addr, "the backchannel listens beyond loopback without TLS: a registration's answer pins the SSH host key, and anyone on the path could substitute theirs; set backchannel.cert and backchannel.key");
+            }
+        }
         let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
+        let admin_gate = AdminGate::load(&config)?;
         let core = Core::open(config).await?;
         Ok(Self {
             listeners,
@@ -72,6 +80,7 @@ impl Gateway {
             host_key,
             https_tls,
             backchannel_tls,
+            admin_gate,
         })
     }
 
@@ -89,6 +98,7 @@ impl Gateway {
             host_key,
             https_tls,
             backchannel_tls,
+            admin_gate,
         } = self;
         let ssh_public_port = match core.config.ssh.public_port {
             Some(p) => p,
@@ -103,6 +113,7 @@ impl Gateway {
         let admin = Arc::new(Admin {
             core: core.clone(),
             tcp,
+            gate: admin_gate,
         });
         let backchannel = Arc::new(Backchannel {
             core: core.clone(),

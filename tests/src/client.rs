@@ -36,6 +36,23 @@ impl Reply {
     }
 }
 
+/// A request to a gateway's admin listener with the token in `token_file` (written beside the
+/// store at the gateway's first start).
+pub fn admin_request(
+    method: http::Method,
+    path: &str,
+    token_file: &std::path::Path,
+) -> Request<Full<Bytes>> {
+    let token = std::fs::read_to_string(token_file).expect("the gateway wrote its admin token");
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {}", token.trim()))
+        .body(Full::default())
+        .unwrap()
+}
+
 /// Send one HTTP/1.1 request on a fresh connection.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     let tcp = TcpStream::connect(addr).await.unwrap();

@@ -283,6 +283,11 @@ impl TestGateway {
         addr
     }
 
+    /// A request to the admin listener, with the admin token.
+    pub fn admin_request(&self, method: http::Method, path: &str) -> Request<Full<Bytes>> {
+        crate::client::admin_request(method, path, &self.dir.path().join("admin_token"))
+    }
+
     /// Stop and wait for `run` to return.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
@@ -327,6 +332,7 @@ pub async fn register_with(
             public_key: sshkeys::public_openssh(key.public_key()),
             token: token.into(),
         },
+        g2c_agent::register::PlainHttp::LoopbackOnly,
     )
     .await
     .unwrap();

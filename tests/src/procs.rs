@@ -238,14 +238,9 @@ impl GatewayProc {
 
     /// Whether the admin API shows `registration` connected.
     pub async fn is_connected(&self, registration: &str) -> bool {
-        let reply = crate::client::send(
-            self.addrs.admin,
-            http::Request::get("/v1/registrations")
-                .header("host", "admin")
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap(),
-        )
-        .await;
+        let token = self.config.with_file_name("admin_token");
+        let req = crate::client::admin_request(http::Method::GET, "/v1/registrations", &token);
+        let reply = crate::client::send(self.addrs.admin, req).await;
         let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
         v.as_array()
             .map(|a| {

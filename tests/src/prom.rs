@@ -18,7 +18,7 @@ pub async fn scrape(admin: SocketAddr) -> Scrape {
     let reply = crate::client::send(
         admin,
         http::Request::get("/metrics")
-            .header("host", "admin")
+            .header("host", "127.0.0.1")
             .body(Full::new(Bytes::new()))
             .unwrap(),
     )

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use g2c_proto::ServiceKind;
 use g2c_tests::backend::Backend;
 use g2c_tests::client::send;
@@ -19,20 +17,10 @@ use http::{Method, Request};
 use http_body_util::Full;
 use tokio::io::AsyncReadExt;
 
-fn admin_post(path: &str) -> Request<Full<Bytes>> {
-    Request::post(path)
-        .header("host", "admin")
-        .body(Full::default())
-        .unwrap()
-}
-
 async fn admin_registrations(gw: &TestGateway) -> serde_json::Value {
     let reply = send(
         gw.addrs.admin,
-        Request::get("/v1/registrations")
-            .header("host", "admin")
-            .body(Full::default())
-            .unwrap(),
+        gw.admin_request(Method::GET, "/v1/registrations"),
     )
     .await;
     serde_json::from_slice(&reply.body).unwrap()
@@ -138,19 +126,29 @@ async fn admin_shows_live_state_and_disconnects(
     let status_before = a.status.snapshot().reconnects;
     let r = send(
         gw.addrs.admin,
-        admin_post(&format!("/v1/registrations/{id_a}/disconnect")),
+        gw.admin_request(
+            Method::POST,
+            &format!("/v1/registrations/{id_a}/disconnect"),
+        ),
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let r = send(
         gw.addrs.admin,
-        admin_post(&format!("/v1/registrations/{id_b}/disconnect")),
+        gw.admin_request(
+            Method::POST,
+            &format!("/v1/registrations/{id_b}/disconnect"),
+        ),
     )
     .await;
     // The one error mapping: agent_offline is 502 on every listener.
     assert_eq!(r.status, 502, "B is not connected");
     assert_eq!(r.headers["g2c-error"], "agent_offline");
-    let r = send(gw.addrs.admin, admin_post("/v1/no-such-thing")).await;
+    let r = send(
+        gw.addrs.admin,
+        gw.admin_request(Method::POST, "/v1/no-such-thing"),
+    )
+    .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.headers["g2c-error"], "not_found");
     let st = a.status.clone();
@@ -355,7 +353,7 @@ async fn readyz_turns_503_at_once_on_sigterm_while_requests_in_flight_finish() {
         send(
             admin,
             Request::get("/readyz")
-                .header("host", "admin")
+                .header("host", "127.0.0.1")
                 .body(Full::default())
                 .unwrap(),
         )
@@ -365,7 +363,7 @@ async fn readyz_turns_503_at_once_on_sigterm_while_requests_in_flight_finish() {
         send(
             admin,
             Request::get("/healthz")
-                .header("host", "admin")
+                .header("host", "127.0.0.1")
                 .body(Full::default())
                 .unwrap()
         )

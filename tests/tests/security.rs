@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use g2c_agent::register::{register, RegisterError};
+use g2c_agent::register::{register, PlainHttp, RegisterError};
 use g2c_gateway::store::Store;
 use g2c_proto::registration::RegisterRequest;
 use g2c_proto::{sshkeys, ServiceKind};
@@ -84,13 +84,29 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
         token: token.to_owned(),
     };
     let two = gw.store.create_token(Some(2), None).await.unwrap().secret;
-    register(&gw.backchannel_url(), None, &req(&two))
-        .await
-        .unwrap();
-    register(&gw.backchannel_url(), None, &req(&two))
-        .await
-        .unwrap();
-    let third = register(&gw.backchannel_url(), None, &req(&two)).await;
+    register(
+        &gw.backchannel_url(),
+        None,
+        &req(&two),
+        PlainHttp::LoopbackOnly,
+    )
+    .await
+    .unwrap();
+    register(
+        &gw.backchannel_url(),
+        None,
+        &req(&two),
+        PlainHttp::LoopbackOnly,
+    )
+    .await
+    .unwrap();
+    let third = register(
+        &gw.backchannel_url(),
+        None,
+        &req(&two),
+        PlainHttp::LoopbackOnly,
+    )
+    .await;
     assert!(
         matches!(third, Err(RegisterError::Refused { status: 401, .. })),
         "{third:?}"
@@ -101,19 +117,37 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
         .await
         .unwrap()
         .secret;
-    let r = register(&gw.backchannel_url(), None, &req(&expired)).await;
+    let r = register(
+        &gw.backchannel_url(),
+        None,
+        &req(&expired),
+        PlainHttp::LoopbackOnly,
+    )
+    .await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 401, .. })),
         "{r:?}"
     );
     let revoked = gw.store.create_token(None, None).await.unwrap();
     gw.store.revoke_token(&revoked.info.id).await.unwrap();
-    let r = register(&gw.backchannel_url(), None, &req(&revoked.secret)).await;
+    let r = register(
+        &gw.backchannel_url(),
+        None,
+        &req(&revoked.secret),
+        PlainHttp::LoopbackOnly,
+    )
+    .await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 401, .. })),
         "{r:?}"
     );
-    let r = register(&gw.backchannel_url(), None, &req("g2ct_made_up")).await;
+    let r = register(
+        &gw.backchannel_url(),
+        None,
+        &req("g2ct_made_up"),
+        PlainHttp::LoopbackOnly,
+    )
+    .await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 401, .. })),
         "{r:?}"
@@ -122,7 +156,13 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
         public_key: "ssh-ed25519 garbage".into(),
         ..req(&two)
     };
-    let r = register(&gw.backchannel_url(), None, &bad_key).await;
+    let r = register(
+        &gw.backchannel_url(),
+        None,
+        &bad_key,
+        PlainHttp::LoopbackOnly,
+    )
+    .await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 400, .. })),
         "{r:?}"

@@ -113,7 +113,14 @@ pub async fn rotate_key(control: &Supervisor, request: RotateKey) -> Resp {
         public_key: g2c_proto::sshkeys::public_openssh(key.public_key()),
         token: request.token,
     };
-    let answer = match crate::register::register(&backchannel, None, &register).await {
+    let answer = match crate::register::register(
+        &backchannel,
+        None,
+        &register,
+        crate::register::PlainHttp::LoopbackOnly,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             let _ = std::fs::remove_file(&new_path);

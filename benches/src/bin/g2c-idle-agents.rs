@@ -36,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 public_key: sshkeys::public_openssh(key.public_key()),
                 token: token.clone(),
             },
+            g2c_agent::register::PlainHttp::LoopbackOnly,
         )
         .await?;
         let web = ServiceConfig {

@@ -1,8 +1,8 @@
 //! The admin listener: liveness and readiness probes, Prometheus `/metrics`, registrations with
 //! their live tunnel state, and disconnecting an agent.
 //!
-//! It has no authentication of its own: it binds loopback by default and belongs on a private
-//! interface (DESIGN.md).
+//! It binds loopback by default and belongs on a private interface (DESIGN.md); every request
+//! passes the [`AdminGate`] first (token, Host, no cross-site).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use crate::api::admin_gate::AdminGate;
 use crate::body::{json, text, ProxyBody};
 use crate::core::Core;
 use crate::error::RequestError;
@@ -22,6 +23,8 @@ pub struct Admin {
     pub core: Arc<Core>,
     /// The TCP wing.
     pub tcp: Arc<PublicTcp>,
+    /// Who may ask.
+    pub gate: AdminGate,
 }
 
 #[derive(Serialize)]
@@ -51,6 +54,9 @@ struct TcpView {
 
 /// Handle one admin request.
 pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<ProxyBody> {
+    if let Err(e) = admin.gate.check(&req) {
+        return e.to_response();
+    }
     let answer = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
         (&Method::GET, "/readyz") => Ok(readiness(&admin.core).await),

@@ -91,3 +91,21 @@ where
     };
     Ok(json(StatusCode::CREATED, &answer))
 }
+
+/// Whether a backchannel on `addr` would carry registrations in the clear beyond this machine.
+pub fn exposed_without_tls(addr: std::net::SocketAddr, tls: bool) -> bool {
+    !tls && !addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_plain_backchannel_beyond_loopback_is_flagged() {
+        let at = |s: &str| s.parse().unwrap();
+        assert!(super::exposed_without_tls(at("0.0.0.0:3014"), false));
+        assert!(super::exposed_without_tls(at("[::]:3014"), false));
+        assert!(!super::exposed_without_tls(at("0.0.0.0:3014"), true));
+        assert!(!super::exposed_without_tls(at("127.0.0.1:3014"), false));
+        assert!(!super::exposed_without_tls(at("[::1]:3014"), false));
+    }
+}

@@ -3,4 +3,5 @@
 //! one mapping in [`crate::error`].
 
 pub mod admin;
+pub mod admin_gate;
 pub mod backchannel;
