@@ -204,6 +204,12 @@ pub struct LimitsConfig {
     /// Most SSH connections not yet authenticated at once; a new one past it closes the oldest
     /// (a flood of idle connections cannot lock real agents out).
     pub ssh_max_unauthenticated: usize,
+    /// Seconds an authenticated SSH session has to ask for its `tcpip-forward` (counted from
+    /// its authentication); one that never does is closed.
+    pub ssh_forward_timeout_secs: u64,
+    /// Most SSH sessions one registration may hold at once (a reconnecting agent briefly has
+    /// two); further authentications are refused.
+    pub ssh_max_sessions_per_registration: usize,
     /// Most agent tunnels at once; past it a new agent is refused (a reconnecting one is not).
     pub max_tunnels: usize,
     /// Most requests in flight per registration (0: no limit); past it callers get 503
@@ -293,6 +299,8 @@ impl Default for LimitsConfig {
             key_burst: 100,
             ssh_preauth_timeout_secs: 10,
             ssh_max_unauthenticated: 256,
+            ssh_forward_timeout_secs: 15,
+            ssh_max_sessions_per_registration: 4,
             max_tunnels: 10_000,
             registration_max_inflight: 1024,
             max_header_bytes: 64 * 1024,
@@ -327,6 +335,11 @@ impl LimitsConfig {
     /// SSH pre-auth deadline as a duration.
     pub fn ssh_preauth_timeout(&self) -> Duration {
         Duration::from_secs(self.ssh_preauth_timeout_secs)
+    }
+
+    /// Deadline for an SSH session's `tcpip-forward`, from its authentication.
+    pub fn ssh_forward_timeout(&self) -> Duration {
+        Duration::from_secs(self.ssh_forward_timeout_secs)
     }
 }
 
@@ -428,6 +441,15 @@ impl GatewayConfig {
         }
         if l.ssh_max_unauthenticated == 0 {
             return invalid("limits.ssh_max_unauthenticated", "must be at least 1");
+        }
+        if !(1..=600).contains(&l.ssh_forward_timeout_secs) {
+            return invalid("limits.ssh_forward_timeout_secs", "must be 1 to 600");
+        }
+        if l.ssh_max_sessions_per_registration == 0 {
+            return invalid(
+                "limits.ssh_max_sessions_per_registration",
+                "must be at least 1",
+            );
         }
         if l.max_tunnels == 0 {
             return invalid("limits.max_tunnels", "must be at least 1");

@@ -22,7 +22,7 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::body::ProxyBody;
-use crate::front::framing::{watched, AmbiguousFraming};
+use crate::front::framing::{watched, AmbiguousFraming, Upgraded};
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,14 +176,23 @@ where
 {
     // Ambiguous framing seen on this connection's bytes, for the front door to refuse.
     let framing = AmbiguousFraming::default();
-    let io = watched(io, framing.0.clone());
+    let upgraded = Upgraded::default();
+    let io = watched(io, framing.0.clone(), upgraded.clone());
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Only then: no per-request allocation on the common path. The watcher sees the bytes
         // before hyper parses them, so the ambiguous request itself is already marked.
         if framing.seen() {
             req.extensions_mut().insert(framing.clone());
         }
-        service.clone().oneshot(req)
+        let method = req.method().clone();
+        let upgraded = upgraded.clone();
+        let response = service.clone().oneshot(req);
+        async move {
+            let response = response.await?;
+            // The watch ends with HTTP on the connection, not with a request asking for that.
+            upgraded.note(&method, response.status());
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
     watcher.watch(conn).await

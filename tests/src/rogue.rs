@@ -98,16 +98,25 @@ impl Authenticated {
     }
 }
 
-/// Authenticate as `config`'s registration, and do nothing more: no forward is asked.
-pub async fn authenticated(config: &AgentConfig) -> Authenticated {
+/// Authenticate as `config`'s registration, and do nothing more: no forward is asked. `Err`
+/// when the gateway refused the key.
+pub async fn authenticated(config: &AgentConfig) -> Result<Authenticated, String> {
     let (tx, _rx) = mpsc::channel(1);
-    Authenticated(ssh_session(config, tx).await)
+    try_ssh_session(config, tx).await.map(Authenticated)
 }
 
 async fn ssh_session(
     config: &AgentConfig,
     channels: mpsc::Sender<Channel<Msg>>,
 ) -> client::Handle<Handler> {
+    let ssh = try_ssh_session(config, channels).await;
+    ssh.expect("the rogue holds a valid key")
+}
+
+async fn try_ssh_session(
+    config: &AgentConfig,
+    channels: mpsc::Sender<Channel<Msg>>,
+) -> Result<client::Handle<Handler>, String> {
     let g = &config.gateway;
     let key = sshkeys::read_private_key(&config.key_file).unwrap();
     let cfg = Arc::new(g2c_agent::tunnel::client_config());
@@ -121,8 +130,11 @@ async fn ssh_session(
         )
         .await
         .unwrap();
-    assert!(auth.success(), "the rogue holds a valid key");
-    ssh
+    if auth.success() {
+        Ok(ssh)
+    } else {
+        Err("public key refused".into())
+    }
 }
 
 /// Connect as `config`'s registration, say Hello, read Welcome, then misbehave.

@@ -6,9 +6,11 @@
 //! the connection as the bytes go by (it never changes them), follows the body framing to find
 //! the next head, and sets a flag the front door turns into 400 + close.
 //!
-//! It gives up (stops watching, flags nothing) on anything it is not sure of: an upgrade, a
-//! `CONNECT`, HTTP/2, a head past the size limit, a malformed chunk (hyper rejects those on its
-//! own).
+//! It stops watching only once the connection really stops carrying requests: when a `101` (or
+//! a `CONNECT`'s 2xx) has been sent, which the serve loop reports through [`Upgraded`]. A
+//! request that merely carries `Upgrade:`, an HTTP/1.0 request or a refused `CONNECT` leaves the
+//! watch on, so nothing behind them can slip past. It gives up (flags nothing) only on what
+//! hyper refuses on its own: HTTP/2, a head past the size limit, a malformed chunk.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,22 @@ impl AmbiguousFraming {
     /// Whether an ambiguous head was seen on the connection.
     pub fn seen(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Set by the serve loop once it sent a response that ends HTTP on the connection (`101`, or a
+/// 2xx to `CONNECT`): the bytes that follow belong to another protocol.
+#[derive(Debug, Clone, Default)]
+pub struct Upgraded(pub Arc<AtomicBool>);
+
+impl Upgraded {
+    /// Mark the connection as upgraded if `status` answers `method` by leaving HTTP.
+    pub fn note(&self, method: &http::Method, status: http::StatusCode) {
+        if status == http::StatusCode::SWITCHING_PROTOCOLS
+            || (method == http::Method::CONNECT && status.is_success())
+        {
+            self.0.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -64,7 +82,8 @@ fn framing_of(head: &[u8]) -> Framing {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Framing::GiveUp,
     }
-    if req.method == Some("CONNECT") || req.version != Some(1) {
+    // HTTP/1.0 and 1.1 frame bodies the same way; httparse parses no other version.
+    if !matches!(req.version, Some(0 | 1)) {
         return Framing::GiveUp;
     }
     // Counted and remembered in place: no allocation per request head.
@@ -75,8 +94,6 @@ fn framing_of(head: &[u8]) -> Framing {
             length = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             coding = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            return Framing::GiveUp;
         }
     }
     if (lengths > 0 && coding.is_some()) || lengths > 1 {
@@ -130,20 +147,22 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 pub struct FramingWatch {
     state: State,
     flag: Arc<AtomicBool>,
+    upgraded: Upgraded,
 }
 
 impl FramingWatch {
-    /// A watcher that sets `flag`.
-    pub fn new(flag: Arc<AtomicBool>) -> Self {
+    /// A watcher that sets `flag`, until `upgraded` says HTTP has ended on the connection.
+    pub fn new(flag: Arc<AtomicBool>, upgraded: Upgraded) -> Self {
         Self {
             state: State::Head(Vec::new()),
             flag,
+            upgraded,
         }
     }
 
     /// Whether it still watches.
     pub fn active(&self) -> bool {
-        !matches!(self.state, State::Off)
+        !matches!(self.state, State::Off) && !self.upgraded.0.load(Ordering::Acquire)
     }
 
     /// Look at the next bytes of the stream.
@@ -283,9 +302,9 @@ fn trailer_line(mut line: Vec<u8>, data: &[u8]) -> (State, Option<&[u8]>) {
 /// An I/O stream whose incoming bytes pass a [`FramingWatch`] on the way to hyper.
 pub type Watched<S> = Tap<S, FramingWatch>;
 
-/// Watch `inner`'s incoming bytes, flagging into `flag`.
-pub fn watched<S>(inner: S, flag: Arc<AtomicBool>) -> Watched<S> {
-    Tap::new(inner, FramingWatch::new(flag))
+/// Watch `inner`'s incoming bytes, flagging into `flag`, until `upgraded`.
+pub fn watched<S>(inner: S, flag: Arc<AtomicBool>, upgraded: Upgraded) -> Watched<S> {
+    Tap::new(inner, FramingWatch::new(flag, upgraded))
 }
 
 impl TapObserver for FramingWatch {
@@ -302,7 +321,7 @@ mod tests {
 
     fn flagged(stream: &[u8], split: usize) -> (bool, bool) {
         let flag = Arc::new(AtomicBool::new(false));
-        let mut w = FramingWatch::new(flag.clone());
+        let mut w = FramingWatch::new(flag.clone(), Upgraded::default());
         let (a, b) = stream.split_at(split.min(stream.len()));
         w.feed(a);
         w.feed(b);
@@ -355,7 +374,7 @@ mod tests {
     #[test]
     fn a_head_fed_one_byte_at_a_time_is_still_read() {
         let flag = Arc::new(AtomicBool::new(false));
-        let mut w = FramingWatch::new(flag.clone());
+        let mut w = FramingWatch::new(flag.clone(), Upgraded::default());
         let clean = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok";
         let bad = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         for b in clean.iter().chain(bad.iter()) {
@@ -388,10 +407,51 @@ mod tests {
     }
 
     #[test]
-    fn upgrades_and_h2_stop_the_watch_without_a_flag() {
-        let up = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
-        assert_eq!(flagged(up, 10), (false, false));
+    fn only_a_sent_upgrade_and_h2_stop_the_watch() {
         let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         assert_eq!(flagged(h2, 3), (false, false));
+        let up =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let flag = Arc::new(AtomicBool::new(false));
+        let upgraded = Upgraded::default();
+        let mut w = FramingWatch::new(flag.clone(), upgraded.clone());
+        w.read(up);
+        assert!(w.active(), "an upgrade asked for is not an upgrade made");
+        upgraded.note(&http::Method::GET, http::StatusCode::SWITCHING_PROTOCOLS);
+        assert!(!w.active());
+        w.read(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(
+            !flag.load(Ordering::Acquire),
+            "bytes after a 101 are not HTTP"
+        );
+    }
+
+    /// What switched the watch off for the rest of a connection before: a request that only
+    /// carries `Upgrade:` (answered 200), HTTP/1.0, a `CONNECT` (refused). The ambiguous head
+    /// behind each is flagged.
+    #[test]
+    fn what_only_looks_like_the_end_of_http_keeps_the_watch_on() {
+        let ambiguous = "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for first in [
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            "POST / HTTP/1.1\r\nUpgrade: x\r\nContent-Length: 3\r\n\r\nabc",
+        ] {
+            let stream = format!("{first}{ambiguous}");
+            for split in [0, 5, first.len(), stream.len()] {
+                assert_eq!(
+                    flagged(stream.as_bytes(), split),
+                    (true, false),
+                    "{first:?} at {split}"
+                );
+            }
+        }
+        let http10 = "POST / HTTP/1.0\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            flagged(http10.as_bytes(), 9),
+            (true, false),
+            "HTTP/1.0 is watched too"
+        );
     }
 }

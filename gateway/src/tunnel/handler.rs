@@ -3,7 +3,6 @@
 //! `tcpip-forward` and nothing else. A granted forward starts the tunnel's session.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use g2c_proto::sshkeys;
@@ -11,6 +10,7 @@ use russh::server::{Auth, Msg, Session};
 use russh::Channel;
 
 use super::preauth;
+use super::stage::{SessionCounts, SessionHold, Stage};
 use crate::core::Core;
 use crate::store::Registration;
 
@@ -20,6 +20,7 @@ enum Refusal {
     UnknownRegistration,
     Revoked,
     KeyMismatch,
+    SessionCap,
 }
 
 impl Refusal {
@@ -28,6 +29,7 @@ impl Refusal {
             Self::UnknownRegistration => "unknown_registration",
             Self::Revoked => "revoked",
             Self::KeyMismatch => "key_mismatch",
+            Self::SessionCap => "session_cap",
         }
     }
 }
@@ -42,8 +44,11 @@ pub(super) struct TunnelHandler {
     forwarded: bool,
     /// Its place among unauthenticated connections, given up at authentication.
     preauth: Option<preauth::Ticket>,
-    /// Set at authentication: the pre-auth deadline no longer applies.
-    authenticated: Arc<AtomicBool>,
+    /// How far the connection has come, for its deadlines.
+    stage: tokio::sync::watch::Sender<Stage>,
+    /// Sessions per registration, and this one's place once authenticated.
+    counts: Arc<SessionCounts>,
+    hold: Option<SessionHold>,
 }
 
 impl TunnelHandler {
@@ -52,7 +57,8 @@ impl TunnelHandler {
         core: Arc<Core>,
         peer: SocketAddr,
         ticket: preauth::Ticket,
-        authenticated: Arc<AtomicBool>,
+        stage: tokio::sync::watch::Sender<Stage>,
+        counts: Arc<SessionCounts>,
     ) -> Self {
         Self {
             core,
@@ -60,7 +66,9 @@ impl TunnelHandler {
             registration: None,
             forwarded: false,
             preauth: Some(ticket),
-            authenticated,
+            stage,
+            counts,
+            hold: None,
         }
     }
 
@@ -119,10 +127,15 @@ impl russh::server::Handler for TunnelHandler {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        let cap = self.core.config.limits.ssh_max_sessions_per_registration;
         match self.registration_for(user, key.public_key).await {
             Ok(reg) => {
+                let Some(hold) = self.counts.hold(&reg.id, cap) else {
+                    return Ok(self.refused(user, Refusal::SessionCap));
+                };
                 tracing::info!(registration = %reg.id, "agent authenticated");
-                self.authenticated.store(true, Ordering::SeqCst);
+                self.hold = Some(hold);
+                self.stage.send_replace(Stage::Authenticated);
                 self.preauth = None;
                 self.registration = Some(reg);
                 Ok(Auth::Accept)
@@ -165,6 +178,7 @@ impl russh::server::Handler for TunnelHandler {
             return Ok(false);
         }
         self.forwarded = true;
+        self.stage.send_replace(Stage::Forwarding);
         // Opening the forwarded channel must not be awaited here: the session loop is blocked
         // on this handler until it returns.
         let span = tracing::info_span!("tunnel", registration = %reg.id);

@@ -7,8 +7,8 @@ mod control;
 mod handler;
 pub mod preauth;
 mod session;
+mod stage;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::Core;
 use crate::shutdown::Phase;
 use handler::TunnelHandler;
+use stage::{SessionCounts, Stage};
 
 /// SSH server configuration: tuned window and packets, AES-256-GCM first, no compression,
 /// keepalive so a dead agent is noticed within ~15 s.
@@ -44,10 +45,13 @@ pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
 
 /// Accept SSH connections until the gateway aborts. A connection that has not authenticated
 /// within `limits.ssh_preauth_timeout_secs`, or that a newer one evicts past
-/// `limits.ssh_max_unauthenticated`, is closed.
+/// `limits.ssh_max_unauthenticated`, is closed; so is an authenticated one without its forward
+/// by `limits.ssh_forward_timeout_secs`. A registration holds at most
+/// `limits.ssh_max_sessions_per_registration` sessions.
 pub async fn serve(listener: TcpListener, core: Arc<Core>, host_key: PrivateKey) {
     let config = Arc::new(server_config(host_key));
     let unauthenticated = preauth::PreAuth::new(core.config.limits.ssh_max_unauthenticated);
+    let counts = Arc::new(SessionCounts::default());
     tracing::info!(listener = "ssh", addr = ?listener.local_addr().ok(), "listening");
     let stop = core.shutdown.reached(Phase::Aborting);
     tokio::pin!(stop);
@@ -61,54 +65,82 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, host_key: PrivateKey)
                 .inc();
         }
         let evicted = ticket.evicted.clone();
-        let authenticated = Arc::new(AtomicBool::new(false));
-        let handler = TunnelHandler::new(core.clone(), peer, ticket, authenticated.clone());
-        let conn = connection(
-            core.clone(),
-            config.clone(),
-            tcp,
-            handler,
-            evicted,
-            authenticated,
-        );
+        let (stage, watch) = tokio::sync::watch::channel(Stage::Connected);
+        let handler = TunnelHandler::new(core.clone(), peer, ticket, stage, counts.clone());
+        let conn = connection(core.clone(), config.clone(), tcp, handler, evicted, watch);
         core.spawn(tracing::info_span!("ssh", %peer), conn);
     }
 }
 
-/// One SSH connection, closed at the pre-auth deadline or on eviction unless it authenticated.
+/// One SSH connection, closed at the pre-auth deadline or on eviction unless it authenticated,
+/// and at the forward deadline unless its forward was granted.
 async fn connection(
     core: Arc<Core>,
     config: Arc<russh::server::Config>,
     tcp: TcpStream,
     handler: TunnelHandler,
     evicted: CancellationToken,
-    authenticated: Arc<AtomicBool>,
+    stage: tokio::sync::watch::Receiver<Stage>,
 ) {
     // russh reads each packet in pieces (length, then body): a read buffer turns those into
     // one syscall per burst (writes pass straight through).
     let io = tokio::io::BufReader::with_capacity(tuning::SSH_READ_BUFFER, tcp);
-    let session = async move {
-        match russh::server::run_stream(config, io, handler).await {
-            Ok(session) => {
-                if let Err(e) = session.await {
-                    tracing::debug!(error = %e, "ssh session ended with an error");
+    // russh runs a session in a task of its own once the key exchange is done: dropping our
+    // future then leaves it running, so a connection past that point is ended by its handle.
+    let running = Arc::new(std::sync::OnceLock::<russh::server::Handle>::new());
+    let session = {
+        let running = running.clone();
+        async move {
+            match russh::server::run_stream(config, io, handler).await {
+                Ok(session) => {
+                    let _ = running.set(session.handle());
+                    if let Err(e) = session.await {
+                        tracing::debug!(error = %e, "ssh session ended with an error");
+                    }
                 }
+                Err(e) => tracing::debug!(error = %e, "ssh handshake failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "ssh handshake failed"),
         }
     };
     tokio::pin!(session);
-    let reason = tokio::select! {
-        _ = &mut session => return,
-        _ = tokio::time::sleep(core.config.limits.ssh_preauth_timeout()) => "preauth_deadline",
-        _ = evicted.cancelled() => "preauth_evicted",
+    let limits = &core.config.limits;
+    let started = tokio::time::Instant::now();
+    let reached = |stage: &tokio::sync::watch::Receiver<Stage>, want: Stage| {
+        let mut stage = stage.clone();
+        async move { stage.wait_for(|s| *s >= want).await.is_ok() }
     };
-    if !authenticated.load(Ordering::SeqCst) {
-        if reason == "preauth_deadline" {
+    let authenticated = reached(&stage, Stage::Authenticated);
+    let preauth = tokio::time::timeout_at(started + limits.ssh_preauth_timeout(), authenticated);
+    let refusal = tokio::select! {
+        _ = &mut session => return,
+        done = preauth => (!matches!(done, Ok(true))).then_some("preauth_deadline"),
+        _ = evicted.cancelled(), if *stage.borrow() == Stage::Connected => Some("preauth_evicted"),
+    };
+    let refusal = match refusal {
+        Some(r) => Some(r),
+        None => {
+            let forwarding = reached(&stage, Stage::Forwarding);
+            let forward = tokio::time::timeout(limits.ssh_forward_timeout(), forwarding);
+            tokio::select! {
+                _ = &mut session => return,
+                done = forward => (!matches!(done, Ok(true))).then_some("forward_deadline"),
+            }
+        }
+    };
+    if let Some(reason) = refusal {
+        if reason != "preauth_evicted" {
             core.metrics.ssh_closed.with_label_values(&[reason]).inc();
         }
-        tracing::debug!(reason, "closing an unauthenticated ssh connection");
-        return; // dropping the session closes the socket
+        tracing::debug!(
+            reason,
+            "closing an ssh connection that did not get that far"
+        );
+        if let Some(handle) = running.get() {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, reason.into(), "en".into())
+                .await;
+        }
+        return; // dropping the session before the key exchange closes the socket
     }
     session.await;
 }
