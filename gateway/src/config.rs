@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     /// Request audit log.
     pub audit: AuditConfig,
+    /// Networks of the proxies in front of the gateway (CIDR). Only from these are a caller's
+    /// `X-Forwarded-For` appended to and its `X-Request-Id` kept; from anyone else the gateway
+    /// sets both itself (the caller's id goes on as `X-Caller-Request-Id`).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Where the audit log goes: a size-rotated file and/or stdout (neither: off).
@@ -249,6 +253,7 @@ impl Default for GatewayConfig {
             tcp: TcpConfig::default(),
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -410,6 +415,14 @@ impl GatewayConfig {
         }
         if self.backchannel.cert.is_some() != self.backchannel.key.is_some() {
             return invalid("backchannel.cert", "cert and key must be given together");
+        }
+        for p in &self.trusted_proxies {
+            if p.parse::<crate::core::cidr::Cidr>().is_err() {
+                return invalid(
+                    "trusted_proxies",
+                    "each entry must be a CIDR such as 10.0.0.0/8",
+                );
+            }
         }
         let l = &self.limits;
         if l.port_range_start == 0 || l.port_range_start > l.port_range_end {

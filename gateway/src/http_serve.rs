@@ -34,6 +34,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Whether the peer is a proxy the operator trusts (`trusted_proxies`): only then are its
+    /// `X-Forwarded-For` and `X-Request-Id` taken as given.
+    pub trusted_proxy: bool,
 }
 
 /// The service one connection's requests go to: every listener's stack is one of these.
@@ -100,6 +103,7 @@ pub async fn serve<M, S>(
         let conn = ConnInfo {
             peer,
             tls: opts.tls.is_some(),
+            trusted_proxy: false,
         };
         let service = make(conn);
         let span = tracing::debug_span!("conn", listener = opts.name, %peer);

@@ -91,7 +91,14 @@ pub mod fuzzing {
             peer: SocketAddr,
         ) -> Response<ProxyBody> {
             use tower::ServiceExt;
-            let stack = crate::front::stack(&self.front, ConnInfo { peer, tls: false });
+            let stack = crate::front::stack(
+                &self.front,
+                ConnInfo {
+                    peer,
+                    tls: false,
+                    trusted_proxy: false,
+                },
+            );
             match stack.oneshot(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},

@@ -54,6 +54,9 @@ pub struct AuditRecord<'a> {
     pub error: Option<&'a str>,
     /// Request id (`X-Request-Id`) or TCP connection id.
     pub request_id: &'a str,
+    /// The `X-Request-Id` a caller that is not a trusted proxy sent, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_request_id: Option<&'a str>,
 }
 
 enum Msg {

@@ -133,10 +133,24 @@ pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
     }
 }
 
-/// Add `X-Forwarded-For` (appended to any the caller sent), `-Proto`, `-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, caller: IpAddr, tls: bool, host: Option<&str>) {
+/// The caller's own request id, passed to the app beside the gateway's `X-Request-Id` when the
+/// caller is not a trusted proxy.
+pub const CALLER_REQUEST_ID: HeaderName = HeaderName::from_static("x-caller-request-id");
+
+/// Set `X-Forwarded-For` (appended to what a trusted proxy sent; from anyone else replaced:
+/// an untrusted caller's claim of where it came from is no fact), `-Proto`, `-Host`.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    caller: IpAddr,
+    trusted_proxy: bool,
+    tls: bool,
+    host: Option<&str>,
+) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+    let prev = trusted_proxy
+        .then(|| headers.get(&XFF).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let xff = match prev {
         Some(prev) => format!("{prev}, {caller}"),
         None => caller.to_string(),
     };
@@ -212,12 +226,20 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends() {
+    fn forwarded_for_is_replaced_unless_the_peer_is_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, false, None);
+        assert_eq!(
+            h["x-forwarded-for"], "127.0.0.1",
+            "a caller's claim is dropped"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
         add_forwarded(
             &mut h,
             "127.0.0.1".parse().unwrap(),
+            true,
             true,
             Some("a.example"),
         );

@@ -139,6 +139,7 @@ fn rewrite<B>(
     headers::add_forwarded(
         &mut parts.headers,
         conn.peer.ip(),
+        conn.trusted_proxy,
         conn.tls,
         host.as_deref(),
     );
@@ -177,6 +178,7 @@ mod tests {
         let conn = ConnInfo {
             peer: "203.0.113.7:5555".parse().unwrap(),
             tls: true,
+            trusted_proxy: false,
         };
         let out = rewrite(req, Some("/x?y=1".parse().unwrap()), conn, None);
         assert_eq!(out.uri(), "/x?y=1");

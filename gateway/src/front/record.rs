@@ -61,6 +61,8 @@ pub struct RequestRecord {
     /// Only kept when the audit log is on (no per-request copy otherwise).
     path: Option<String>,
     request_id: http::HeaderValue,
+    /// The id an untrusted caller sent, kept apart from ours.
+    pub caller_request_id: Option<http::HeaderValue>,
     /// What the layers learnt.
     pub facts: Arc<Facts>,
     /// Status sent to the caller.
@@ -92,6 +94,7 @@ impl RequestRecord {
             method,
             path,
             request_id,
+            caller_request_id: None,
             facts: Arc::default(),
             status: 0,
             error: None,
@@ -132,6 +135,10 @@ impl RequestRecord {
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 error: self.error,
                 request_id: &String::from_utf8_lossy(self.request_id.as_bytes()),
+                caller_request_id: self
+                    .caller_request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok()),
             });
         }
     }

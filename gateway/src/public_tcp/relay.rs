@@ -66,6 +66,7 @@ impl Conn {
                 duration_ms: started.elapsed().as_secs_f64() * 1000.0,
                 error,
                 request_id: &request_id,
+                caller_request_id: None,
             });
         }
         tracing::debug!(port = self.port, up, down, ?error, "TCP connection closed");

@@ -1,5 +1,6 @@
-//! The outermost layer: give the request its id (the caller's `X-Request-Id` when sane, else a
-//! new one), start its record and share its [`Facts`] with the layers below, and on the way
+//! The outermost layer: give the request its id (a trusted proxy's `X-Request-Id` when sane,
+//! else a new one; an untrusted caller's own id travels on as `X-Caller-Request-Id` and in the
+//! audit line), start its record and share its [`Facts`] with the layers below, and on the way
 //! out turn any error into its response (the one mapping, [`RequestError::to_response`]),
 //! stamp the id on the response and finish the record when the body is done.
 
@@ -17,7 +18,7 @@ use crate::body::ProxyBody;
 use crate::core::Core;
 use crate::error::RequestError;
 use crate::front::body::Tracked;
-use crate::front::headers::REQUEST_ID;
+use crate::front::headers::{CALLER_REQUEST_ID, REQUEST_ID};
 use crate::front::record::RequestRecord;
 use crate::front::ConnInfo;
 
@@ -66,26 +67,35 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let request_id = req
-            .headers()
-            .get(&REQUEST_ID)
-            .filter(|v| v.len() <= MAX_REQUEST_ID)
-            .cloned()
-            .unwrap_or_else(new_request_id);
+        let given = req.headers_mut().remove(&REQUEST_ID).filter(sane_id);
+        req.headers_mut().remove(&CALLER_REQUEST_ID);
+        let (request_id, caller_id) = match given {
+            Some(id) if self.layer.conn.trusted_proxy => (id, None),
+            given => (new_request_id(), given),
+        };
         req.headers_mut().insert(REQUEST_ID, request_id.clone());
-        let record = RequestRecord::new(
+        if let Some(id) = &caller_id {
+            req.headers_mut().insert(CALLER_REQUEST_ID, id.clone());
+        }
+        let mut record = RequestRecord::new(
             self.layer.core.clone(),
             self.layer.conn.peer,
             req.method().clone(),
             req.uri().path(),
             request_id,
         );
+        record.caller_request_id = caller_id;
         req.extensions_mut().insert(record.facts.clone());
         RecordFuture {
             inner: self.inner.call(req),
             record: Some(record),
         }
     }
+}
+
+/// A request id worth keeping: short, visible ASCII only (it reaches logs and the app).
+fn sane_id(v: &HeaderValue) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
 }
 
 fn new_request_id() -> HeaderValue {
@@ -137,12 +147,13 @@ mod tests {
     use crate::front::record::Facts;
     use tower::ServiceExt;
 
-    fn layer(core: &Arc<Core>) -> RecordLayer {
+    fn layer(core: &Arc<Core>, trusted_proxy: bool) -> RecordLayer {
         RecordLayer {
             core: core.clone(),
             conn: ConnInfo {
                 peer: "127.0.0.1:9".parse().unwrap(),
                 tls: false,
+                trusted_proxy,
             },
         }
     }
@@ -155,14 +166,18 @@ mod tests {
             facts.set_registration("abc");
             Err::<Response<ProxyBody>, _>(RequestError::AgentOffline("abc".into()))
         });
-        let resp = layer(&f.core)
+        let resp = layer(&f.core, true)
             .layer(failing)
             .oneshot(request("/", &[("x-request-id", "rid-1")]))
             .await
             .unwrap();
         assert_eq!(resp.status(), 502);
         assert_eq!(resp.headers()["g2c-error"], "agent_offline");
-        assert_eq!(resp.headers()["x-request-id"], "rid-1");
+        assert_eq!(
+            resp.headers()["x-request-id"],
+            "rid-1",
+            "a trusted proxy's id is kept"
+        );
         drop(resp); // finishes the record
         let text = String::from_utf8(f.core.metrics.render()).unwrap();
         assert!(
@@ -177,8 +192,8 @@ mod tests {
             async { Ok::<_, RequestError>(Response::new(empty())) }
         });
         let long = "x".repeat(200);
-        let resp = layer(&f.core)
-            .layer(ok)
+        let resp = layer(&f.core, true)
+            .layer(ok.clone())
             .oneshot(request("/", &[("x-request-id", &long)]))
             .await
             .unwrap();
@@ -189,5 +204,22 @@ mod tests {
             Some(&id),
             "the app sees the same id"
         );
+
+        // From a caller that is no trusted proxy, its id is kept apart, never taken as ours.
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let saw = seen.clone();
+        let ok = tower::service_fn(move |req: Request<()>| {
+            *saw.lock().unwrap() = Some(req.headers().clone());
+            async { Ok::<_, RequestError>(Response::new(empty())) }
+        });
+        let resp = layer(&f.core, false)
+            .layer(ok)
+            .oneshot(request("/", &[("x-request-id", "rid-2")]))
+            .await
+            .unwrap();
+        assert_ne!(resp.headers()["x-request-id"], "rid-2");
+        let headers = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(headers["x-request-id"], resp.headers()["x-request-id"]);
+        assert_eq!(headers["x-caller-request-id"], "rid-2");
     }
 }
