@@ -43,6 +43,13 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 say "building release binaries (end-to-end tests run the real ones)"
 cargo build --release --workspace --bins
 
+say "advisory check: Cargo.lock and fuzz/Cargo.lock against the RustSec snapshot (offline)"
+if [[ -d ${G2C_ADVISORY_DB:-$root/../shared/advisory-db}/crates ]]; then
+  cargo test --release -p g2c-tests --test advisories -- --nocapture
+else
+  echo "no advisory database at ../shared/advisory-db (set G2C_ADVISORY_DB): skipped"
+fi
+
 say "cargo test"
 cargo test --release --workspace --no-fail-fast
 
