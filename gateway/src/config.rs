@@ -179,8 +179,20 @@ pub struct BackchannelConfig {
 pub struct LimitsConfig {
     /// Seconds to wait for the local app's response headers before answering 504.
     pub upstream_timeout_secs: u64,
-    /// Seconds a caller may take to send its request headers.
+    /// Seconds a caller may take to send its request headers; also the deadline for a new
+    /// connection's first complete request head (TLS and the HTTP/1-or-2 sniff included).
     pub header_read_timeout_secs: u64,
+    /// Seconds an HTTP connection may sit idle (nothing started or in flight) before it is
+    /// closed gracefully (HTTP/2: GOAWAY).
+    pub idle_timeout_secs: u64,
+    /// Seconds between HTTP/2 keep-alive pings; a peer that does not answer one in as long is
+    /// dropped.
+    pub h2_keepalive_secs: u64,
+    /// Most HTTP connections open at once, per listener.
+    pub max_connections: usize,
+    /// Most HTTP connections open at once from one source address, per listener (the
+    /// `trusted_proxies` are exempt).
+    pub max_connections_per_source: usize,
     /// Seconds in-flight requests get to finish after shutdown starts.
     pub shutdown_grace_secs: u64,
     /// First port of the range handed out as tunnel / public TCP ports.
@@ -292,6 +304,10 @@ impl Default for LimitsConfig {
         Self {
             upstream_timeout_secs: 60,
             header_read_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            h2_keepalive_secs: 20,
+            max_connections: 20_000,
+            max_connections_per_source: 512,
             shutdown_grace_secs: 10,
             port_range_start: 11000,
             port_range_end: 11999,
@@ -439,6 +455,18 @@ impl GatewayConfig {
         }
         if l.upstream_timeout_secs == 0 {
             return invalid("limits.upstream_timeout_secs", "must be at least 1");
+        }
+        if l.idle_timeout_secs == 0 || l.h2_keepalive_secs == 0 {
+            return invalid(
+                "limits.idle_timeout_secs",
+                "idle_timeout_secs and h2_keepalive_secs must be at least 1",
+            );
+        }
+        if l.max_connections == 0 || l.max_connections_per_source == 0 {
+            return invalid(
+                "limits.max_connections",
+                "max_connections and max_connections_per_source must be at least 1",
+            );
         }
         if l.header_read_timeout_secs == 0 {
             return invalid("limits.header_read_timeout_secs", "must be at least 1");

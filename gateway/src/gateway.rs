@@ -185,6 +185,22 @@ fn serve_options(core: &Core, name: &'static str, tls: Option<TlsAcceptor>) -> S
         max_header_bytes: limits.max_header_bytes,
         max_headers: limits.max_headers,
         tasks: core.tasks().clone(),
+        caps: crate::conn_guard::ConnCaps {
+            total: limits.max_connections,
+            per_source: limits.max_connections_per_source,
+            // Validated with the config: every entry parses.
+            exempt: core
+                .config
+                .trusted_proxies
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+        },
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+        h2_keepalive: Duration::from_secs(limits.h2_keepalive_secs),
+        open: core.metrics.http_connections_open.clone(),
+        refused: core.metrics.http_connections_refused.clone(),
+        timed_out: core.metrics.http_connections_timed_out.clone(),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The serve loop every HTTP listener of the gateway shares (front door, backchannel, admin):
-//! optional TLS, HTTP/1.1 + HTTP/2, upgrades, header-read timeout, the framing watcher, and
-//! three-step shutdown (stop accepting, drain for a bounded grace period, then drop what is
-//! left). Each connection gets its own service from `make`, told who the caller is.
+//! connection caps, optional TLS, HTTP/1.1 + HTTP/2 (with keep-alive pings), upgrades, the
+//! first-request deadline and idle timeout ([`crate::conn_guard`]), header-read timeout, the
+//! framing watcher, and three-step shutdown (stop accepting, drain for a bounded grace period,
+//! then drop what is left). Each connection gets its own service from `make`, told who the
+//! caller is.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,15 +15,16 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::body::ProxyBody;
+use crate::conn_guard::{self, Activity, ConnCaps, ConnCounts, Deadlines, Verdict};
 use crate::front::framing::{watched, AmbiguousFraming, Upgraded};
 
 /// How long a client may take to finish the TLS handshake.
@@ -81,6 +84,18 @@ pub struct ServeOptions {
     pub max_headers: usize,
     /// Where connection tasks are tracked.
     pub tasks: TaskTracker,
+    /// Caps on open connections.
+    pub caps: ConnCaps,
+    /// How long a connection may be idle (nothing started or in flight) before it is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval (a peer that does not answer in as long is dropped).
+    pub h2_keepalive: Duration,
+    /// `g2c_http_connections_open{listener}`.
+    pub open: prometheus::IntGaugeVec,
+    /// `g2c_http_connections_refused_total{listener, reason}`.
+    pub refused: prometheus::IntCounterVec,
+    /// `g2c_http_connections_timed_out_total{listener, reason}`.
+    pub timed_out: prometheus::IntCounterVec,
 }
 
 /// Serve on `listener` until `stop` resolves, then drain. `make` builds the service of each
@@ -95,10 +110,22 @@ pub async fn serve<M, S>(
     S: ConnService,
 {
     let builder = Arc::new(builder(&opts));
-    let graceful = GracefulShutdown::new();
+    // Told to finish and close at shutdown; followed until they have.
+    let drain = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let counts = ConnCounts::new(
+        opts.name,
+        opts.caps.clone(),
+        opts.open.clone(),
+        opts.refused.clone(),
+    );
     tracing::info!(listener = opts.name, addr = ?listener.local_addr().ok(), tls = opts.tls.is_some(), "listening");
     tokio::pin!(stop);
     while let Some((tcp, peer)) = crate::accept::next(&listener, &mut stop, opts.name).await {
+        let Some(slot) = counts.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let conn = ConnInfo {
             peer,
@@ -107,18 +134,32 @@ pub async fn serve<M, S>(
         };
         let service = make(conn);
         let span = tracing::debug_span!("conn", listener = opts.name, %peer);
+        let guard = Guard {
+            first_by: tokio::time::Instant::now() + opts.header_read_timeout,
+            idle: opts.idle_timeout,
+            timed_out: (opts.timed_out.clone(), opts.name),
+        };
         let task = serve_conn(
             tcp,
             opts.tls.clone(),
             builder.clone(),
             service,
-            graceful.watcher(),
+            (drain.clone(), guard),
         );
-        opts.tasks.spawn(task.instrument(span));
+        opts.tasks.spawn(
+            conns
+                .track_future(async move {
+                    task.await;
+                    drop(slot);
+                })
+                .instrument(span),
+        );
     }
     drop(listener);
     tracing::info!(listener = opts.name, "stopped accepting; draining");
-    if tokio::time::timeout(opts.grace, graceful.shutdown())
+    drain.cancel();
+    conns.close();
+    if tokio::time::timeout(opts.grace, conns.wait())
         .await
         .is_err()
     {
@@ -141,8 +182,17 @@ fn builder(opts: &ServeOptions) -> Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(opts.h2_keepalive))
+        .keep_alive_timeout(opts.h2_keepalive)
         .max_header_list_size(opts.max_header_bytes as u32);
     builder
+}
+
+/// The deadlines one connection is served under.
+struct Guard {
+    first_by: tokio::time::Instant,
+    idle: Duration,
+    timed_out: (prometheus::IntCounterVec, &'static str),
 }
 
 /// One connection: the TLS handshake if any, then HTTP with the framing watcher on its bytes.
@@ -151,17 +201,21 @@ async fn serve_conn<S: ConnService>(
     tls: Option<TlsAcceptor>,
     builder: Arc<Builder<TokioExecutor>>,
     service: S,
-    watcher: Watcher,
+    watch: (CancellationToken, Guard),
 ) {
     let result = match tls {
         Some(acceptor) => {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => serve_http(stream, &builder, service, watcher).await,
+            let by = watch
+                .1
+                .first_by
+                .min(tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT);
+            match tokio::time::timeout_at(by, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(stream, &builder, service, watch).await,
                 Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!("TLS handshake timed out"),
             }
         }
-        None => serve_http(tcp, &builder, service, watcher).await,
+        None => serve_http(tcp, &builder, service, watch).await,
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
@@ -172,7 +226,7 @@ async fn serve_http<IO, S>(
     io: IO,
     builder: &Builder<TokioExecutor>,
     service: S,
-    watcher: Watcher,
+    (drain, guard): (CancellationToken, Guard),
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -181,7 +235,9 @@ where
     // Ambiguous framing seen on this connection's bytes, for the front door to refuse.
     let framing = AmbiguousFraming::default();
     let upgraded = Upgraded::default();
+    let activity = Arc::new(Activity::default());
     let io = watched(io, framing.0.clone(), upgraded.clone());
+    let seen = activity.clone();
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Only then: no per-request allocation on the common path. The watcher sees the bytes
         // before hyper parses them, so the ambiguous request itself is already marked.
@@ -190,14 +246,43 @@ where
         }
         let method = req.method().clone();
         let upgraded = upgraded.clone();
+        seen.started();
+        let answered = seen.clone();
         let response = service.clone().oneshot(req);
         async move {
             let response = response.await?;
+            answered.answered();
             // The watch ends with HTTP on the connection, not with a request asking for that.
             upgraded.note(&method, response.status());
             Ok::<_, Infallible>(response)
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
-    watcher.watch(conn).await
+    tokio::pin!(conn);
+    let mut deadlines = Deadlines::new(activity, guard.idle);
+    let timer = tokio::time::sleep_until(guard.first_by);
+    tokio::pin!(timer);
+    let mut closing = false;
+    let (timed_out, listener) = guard.timed_out;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = drain.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut timer, if !closing => match deadlines.fired(tokio::time::Instant::now()) {
+                Verdict::Drop => {
+                    timed_out.with_label_values(&[listener, conn_guard::FIRST_REQUEST]).inc();
+                    return Ok(());
+                }
+                Verdict::Close => {
+                    timed_out.with_label_values(&[listener, conn_guard::IDLE]).inc();
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Verdict::Again(at) => timer.as_mut().reset(at),
+            },
+        }
+    }
 }

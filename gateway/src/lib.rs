@@ -11,6 +11,7 @@ mod accept;
 mod api;
 mod body;
 pub mod config;
+mod conn_guard;
 mod core;
 mod error;
 mod front;

@@ -93,6 +93,15 @@ families! {
     /// (`preauth_deadline`, `preauth_evicted`, `max_tunnels`, `protocol_violation`).
     ssh_closed: IntCounterVec = counters("g2c_ssh_connections_closed_total",
         "SSH connections closed or refused on a limit, by reason", &["reason"]);
+    /// HTTP connections open now, by listener.
+    http_connections_open: IntGaugeVec = gauges("g2c_http_connections_open",
+        "HTTP connections open now, by listener", &["listener"]);
+    /// HTTP connections refused at a cap (`total`, `per_source`), by listener.
+    http_connections_refused: IntCounterVec = counters("g2c_http_connections_refused_total",
+        "HTTP connections refused at a cap, by listener and reason", &["listener", "reason"]);
+    /// HTTP connections closed by a deadline (`first_request`, `idle`), by listener.
+    http_connections_timed_out: IntCounterVec = counters("g2c_http_connections_timed_out_total",
+        "HTTP connections closed by a deadline, by listener and reason", &["listener", "reason"]);
     /// Front-door requests by registration and status class (`2xx` .. `5xx`).
     http_requests: IntCounterVec = counters("g2c_http_requests_total",
         "Front-door requests by registration and status class", &["registration", "status_class"]);
