@@ -13,7 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(proto_frames registration_api front_door)
+((${#targets[@]})) || targets=(proto_frames registration_api front_door admin_api)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
 cd "$root/fuzz"

@@ -39,6 +39,8 @@ pub mod fuzzing {
     use http::{Request, Response};
     use hyper::body::Incoming;
 
+    use crate::api::admin::{self, Admin};
+    use crate::api::admin_gate::AdminGate;
     use crate::api::backchannel::{self, Backchannel};
     pub use crate::body::ProxyBody;
     use crate::config::GatewayConfig;
@@ -52,6 +54,19 @@ pub mod fuzzing {
         core: Arc<Core>,
         front: Arc<Front>,
         backchannel: Arc<Backchannel>,
+        admin: Arc<Admin>,
+    }
+
+    /// The admin token the fuzzing harness's admin handler accepts.
+    pub const ADMIN_TOKEN: &str = "g2ca_fuzz";
+
+    /// Parse an allowlist entry; a parsed one must print as something that parses back to
+    /// itself, and match (or not) any address without a panic. `None`: not a CIDR.
+    pub fn cidr_round_trip(text: &str, probe: std::net::IpAddr) -> Option<bool> {
+        let c: crate::core::cidr::Cidr = text.parse().ok()?;
+        let again: crate::core::cidr::Cidr = c.to_string().parse().expect("Display parses back");
+        assert_eq!(again, c, "{text:?} printed as {c}");
+        Some(c.contains(probe))
     }
 
     impl Handlers {
@@ -63,10 +78,16 @@ pub mod fuzzing {
                 host_key_public: String::new(),
                 ssh_public_port: 2222,
             });
+            let admin = Arc::new(Admin {
+                core: core.clone(),
+                tcp: crate::public_tcp::PublicTcp::start(core.clone()),
+                gate: AdminGate::new(ADMIN_TOKEN, Vec::new(), true),
+            });
             Ok(Self {
                 front: Front::new(core.clone()),
                 core,
                 backchannel,
+                admin,
             })
         }
 
@@ -104,6 +125,11 @@ pub mod fuzzing {
                 Ok(r) => r,
                 Err(never) => match never {},
             }
+        }
+
+        /// One admin request, through the admin gate.
+        pub async fn admin(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+            admin::handle(self.admin.clone(), req).await
         }
 
         /// One backchannel request.

@@ -118,6 +118,30 @@ async fn the_gateway_answers_every_front_door_and_registration_input_without_500
         let out = exchange(gw.addrs.backchannel, &fill(&input)).await;
         assert!(!out.starts_with(b"HTTP/1.1 500"), "{}: 500", path.display());
     }
+    let token = std::fs::read_to_string(gw.dir.path().join("admin_token")).unwrap();
+    for (path, data) in inputs("admin_api") {
+        if let Ok(text) = std::str::from_utf8(&data) {
+            let _ = g2c_gateway::fuzzing::cidr_round_trip(text, "203.0.113.5".parse().unwrap());
+        }
+        let raw = [&b"GET "[..], b"POST ", b"PUT ", b"DELETE "]
+            .iter()
+            .any(|m| data.starts_with(m));
+        let input = if raw {
+            data
+        } else {
+            let mut req = b"GET ".to_vec();
+            req.extend_from_slice(&data);
+            req.extend_from_slice(
+                b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer G2CADMIN\r\n\r\n",
+            );
+            req
+        };
+        let input = String::from_utf8_lossy(&fill(&input))
+            .replace("G2CADMIN", token.trim())
+            .into_bytes();
+        let out = exchange(gw.addrs.admin, &input).await;
+        assert!(!out.starts_with(b"HTTP/1.1 500"), "{}: 500", path.display());
+    }
     // Still serving.
     let r = send(
         gw.http(),
