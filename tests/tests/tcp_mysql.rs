@@ -154,16 +154,15 @@ async fn killing_the_agent_closes_public_connections_and_a_restart_brings_the_po
     cfg.save(&config_path).unwrap();
     let log = gw.dir.path().join("agent.log");
     let agent = g2c_tests::procs::start_agent(&config_path, log.clone());
-    // The tunnel is up once the gateway has recorded the service the agent announced.
+    // The tunnel is up once the gateway shows the agent connected (announcing a TCP service
+    // allocates nothing: the operator's allow below opens the port).
     let id = cfg.registration_id.clone();
-    wait_until(
-        Duration::from_secs(10),
-        "agent announced its TCP service",
-        || {
-            let (store, id) = (&gw.store, id.clone());
-            async move { !store.tcp_services(Some(&id)).await.unwrap().is_empty() }
-        },
-    )
+    wait_until(Duration::from_secs(10), "agent connected", || async {
+        gw.scrape()
+            .await
+            .get("g2c_agent_connected", &[("registration", &id)])
+            == Some(1.0)
+    })
     .await;
     let public = gw.open_tcp(&id, "db", &["127.0.0.1/32"]).await;
     // Two open client connections, greeted by MariaDB through the tunnel.
