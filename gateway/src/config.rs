@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 pub use g2c_proto::config_error::ConfigError;
 
+use crate::core::cidr::Cidr;
+
 mod limits;
 pub use limits::LimitsConfig;
 
@@ -279,6 +281,14 @@ impl GatewayConfig {
         }
     }
 
+    /// The `trusted_proxies` networks (every entry parses once the config is validated).
+    pub fn trusted_proxy_networks(&self) -> Vec<Cidr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+
     /// Check values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, message: &str| Err(ConfigError::invalid(field, message));
@@ -298,7 +308,7 @@ impl GatewayConfig {
             return invalid("backchannel.cert", "cert and key must be given together");
         }
         for p in &self.trusted_proxies {
-            if p.parse::<crate::core::cidr::Cidr>().is_err() {
+            if p.parse::<Cidr>().is_err() {
                 return invalid(
                     "trusted_proxies",
                     "each entry must be a CIDR such as 10.0.0.0/8",

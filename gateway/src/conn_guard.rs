@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use prometheus::{IntCounterVec, IntGaugeVec};
 use tokio::time::Instant;
 
-use crate::core::cidr::{self, Cidr};
+use crate::core::cidr::Cidr;
 
 /// Caps of one listener.
 #[derive(Clone)]
@@ -22,7 +22,8 @@ pub struct ConnCaps {
     pub total: usize,
     /// Most connections open at once from one source address.
     pub per_source: usize,
-    /// Sources the per-source cap does not apply to (the load balancers in front).
+    /// The trusted proxies (`trusted_proxies`): the per-source cap does not apply to them,
+    /// and the serve loop tells the front door which connections come from them.
     pub exempt: Arc<[Cidr]>,
 }
 
@@ -61,15 +62,16 @@ impl ConnCounts {
         })
     }
 
-    /// A place for a connection from `source`, or `None` (counted) past a cap.
-    pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<ConnSlot> {
+    /// A place for a connection from `source` (`exempt`: a trusted proxy, not capped per
+    /// source), or `None` (counted) past a cap.
+    pub fn admit(self: &Arc<Self>, source: IpAddr, exempt: bool) -> Option<ConnSlot> {
         let total = self.total.fetch_add(1, Ordering::AcqRel);
         if total >= self.caps.total as u64 {
             self.total.fetch_sub(1, Ordering::AcqRel);
             self.refuse("total");
             return None;
         }
-        let counted = !cidr::allowed(&self.caps.exempt, source);
+        let counted = !exempt;
         if counted {
             let mut n = self.by_source.entry(source).or_insert(0);
             if *n >= self.caps.per_source {
@@ -205,15 +207,21 @@ mod tests {
         let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
         let b: std::net::IpAddr = "192.0.2.2".parse().unwrap();
         let lb: std::net::IpAddr = "10.0.0.1".parse().unwrap();
-        let a1 = c.admit(a).unwrap();
-        let _a2 = c.admit(a).unwrap();
-        assert!(c.admit(a).is_none(), "a third from one source");
-        let _b1 = c.admit(b).unwrap();
-        let _lb1 = c.admit(lb).unwrap();
-        let _lb2 = c.admit(lb).unwrap();
-        assert!(c.admit(lb).is_none(), "the total applies to proxies too");
+        let a1 = c.admit(a, false).unwrap();
+        let _a2 = c.admit(a, false).unwrap();
+        assert!(c.admit(a, false).is_none(), "a third from one source");
+        let _b1 = c.admit(b, false).unwrap();
+        let _lb1 = c.admit(lb, true).unwrap();
+        let _lb2 = c.admit(lb, true).unwrap();
+        assert!(
+            c.admit(lb, true).is_none(),
+            "the total applies to proxies too"
+        );
         drop(a1);
-        assert!(c.admit(a).is_some(), "a place freed is a place again");
+        assert!(
+            c.admit(a, false).is_some(),
+            "a place freed is a place again"
+        );
         assert_eq!(
             c.refused.with_label_values(&["http", "per_source"]).get(),
             1

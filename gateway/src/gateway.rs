@@ -188,13 +188,7 @@ fn serve_options(core: &Core, name: &'static str, tls: Option<TlsAcceptor>) -> S
         caps: crate::conn_guard::ConnCaps {
             total: limits.max_connections,
             per_source: limits.max_connections_per_source,
-            // Validated with the config: every entry parses.
-            exempt: core
-                .config
-                .trusted_proxies
-                .iter()
-                .filter_map(|c| c.parse().ok())
-                .collect(),
+            exempt: core.config.trusted_proxy_networks().into(),
         },
         idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
         h2_keepalive: Duration::from_secs(limits.h2_keepalive_secs),

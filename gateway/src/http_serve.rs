@@ -122,7 +122,8 @@ pub async fn serve<M, S>(
     tracing::info!(listener = opts.name, addr = ?listener.local_addr().ok(), tls = opts.tls.is_some(), "listening");
     tokio::pin!(stop);
     while let Some((tcp, peer)) = crate::accept::next(&listener, &mut stop, opts.name).await {
-        let Some(slot) = counts.admit(peer.ip()) else {
+        let trusted_proxy = crate::core::cidr::allowed(&opts.caps.exempt, peer.ip());
+        let Some(slot) = counts.admit(peer.ip(), trusted_proxy) else {
             drop(tcp);
             continue;
         };
@@ -130,7 +131,7 @@ pub async fn serve<M, S>(
         let conn = ConnInfo {
             peer,
             tls: opts.tls.is_some(),
-            trusted_proxy: false,
+            trusted_proxy,
         };
         let service = make(conn);
         let span = tracing::debug_span!("conn", listener = opts.name, %peer);
@@ -237,7 +238,8 @@ where
     let upgraded = Upgraded::default();
     let activity = Arc::new(Activity::default());
     let io = watched(io, framing.0.clone(), upgraded.clone());
-    let seen = activity.clone();
+    // What each answer reports to, behind one `Arc`: one reference count per request.
+    let answers = Arc::new((activity.clone(), upgraded));
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Only then: no per-request allocation on the common path. The watcher sees the bytes
         // before hyper parses them, so the ambiguous request itself is already marked.
@@ -245,13 +247,13 @@ where
             req.extensions_mut().insert(framing.clone());
         }
         let method = req.method().clone();
-        let upgraded = upgraded.clone();
-        seen.started();
-        let answered = seen.clone();
+        answers.0.started();
+        let answers = answers.clone();
         let response = service.clone().oneshot(req);
         async move {
             let response = response.await?;
-            answered.answered();
+            let (activity, upgraded) = &*answers;
+            activity.answered();
             // The watch ends with HTTP on the connection, not with a request asking for that.
             upgraded.note(&method, response.status());
             Ok::<_, Infallible>(response)

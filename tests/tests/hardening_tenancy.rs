@@ -12,8 +12,10 @@ use g2c_tests::harness::TestGateway;
 use g2c_tests::rogue::{self, Hello, Misbehaviour};
 use g2c_tests::wait_until;
 
-fn unused_local() -> std::net::SocketAddr {
-    "127.0.0.1:9".parse().unwrap()
+/// A registration whose agent config names one HTTP service on a closed local port.
+async fn web_registration(gw: &TestGateway) -> g2c_agent::config::AgentConfig {
+    let closed: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    gw.register(&[("web", ServiceKind::Http, closed)]).await
 }
 
 fn tcp_services(n: usize) -> Vec<ServiceDecl> {
@@ -29,9 +31,7 @@ fn tcp_services(n: usize) -> Vec<ServiceDecl> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcing_tcp_services_allocates_no_port() {
     let gw = TestGateway::start().await;
-    let cfg = gw
-        .register(&[("web", ServiceKind::Http, unused_local())])
-        .await;
+    let cfg = web_registration(&gw).await;
     let hello = Hello {
         agent_version: "9.9.9".into(),
         services: tcp_services(64),
@@ -39,24 +39,20 @@ async fn announcing_tcp_services_allocates_no_port() {
     let _rogue = rogue::connect_saying(&cfg, hello, Misbehaviour::Silent)
         .await
         .unwrap();
-    wait_until(Duration::from_secs(5), "the session is up", || async {
-        gw.scrape().await.get(
-            "g2c_agent_connected",
-            &[("registration", &cfg.registration_id)],
-        ) == Some(1.0)
-    })
-    .await;
-    // The TCP wing has seen the session (it reads the store on Up); nothing was allocated.
+    // The operator opens the last one, and it listens: the TCP wing has handled the session
+    // (it opens a session's services in the order announced), so whatever announcing would
+    // have allocated is in the store by now.
+    gw.open_tcp(&cfg.registration_id, "db63", &["127.0.0.1/32"])
+        .await;
     let held = gw.store.tcp_services(None).await.unwrap();
-    assert!(held.is_empty(), "ports allocated by announcing: {held:?}");
+    let names: Vec<&str> = held.iter().map(|t| t.service.as_str()).collect();
+    assert_eq!(names, ["db63"], "ports allocated by announcing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_opens_at_most_the_quota_of_ports_per_registration() {
     let gw = TestGateway::start().await;
-    let cfg = gw
-        .register(&[("web", ServiceKind::Http, unused_local())])
-        .await;
+    let cfg = web_registration(&gw).await;
     let mut ports = gw.config.limits.ports();
     ports.per_registration = 3;
     let allow = ["127.0.0.1/32".to_owned()];
@@ -87,9 +83,7 @@ async fn a_new_registration_never_gets_a_port_a_tcp_service_holds() {
     let allow = ["127.0.0.1/32".to_owned()];
     let mut held = HashSet::new();
     for _ in 0..4 {
-        let cfg = gw
-            .register(&[("web", ServiceKind::Http, unused_local())])
-            .await;
+        let cfg = web_registration(&gw).await;
         assert!(
             held.insert(cfg.gateway.tunnel_port),
             "tunnel port {} handed out twice",
@@ -116,9 +110,7 @@ async fn a_new_registration_never_gets_a_port_a_tcp_service_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_session_leaves_no_series_behind() {
     let gw = TestGateway::start().await;
-    let cfg = gw
-        .register(&[("web", ServiceKind::Http, unused_local())])
-        .await;
+    let cfg = web_registration(&gw).await;
     let mut rogues = Vec::new();
     for i in 0..5 {
         let version = format!("9.9.{i}");
@@ -146,9 +138,7 @@ async fn a_replaced_session_leaves_no_series_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_version_that_is_no_version_is_refused_before_any_series() {
     let gw = TestGateway::start().await;
-    let cfg = gw
-        .register(&[("web", ServiceKind::Http, unused_local())])
-        .await;
+    let cfg = web_registration(&gw).await;
     for version in ["v".repeat(4096), "1.0\"} 1\ng2c_fake 1".into()] {
         let hello = Hello {
             agent_version: version,

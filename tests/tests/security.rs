@@ -75,6 +75,14 @@ async fn agent_refuses_a_gateway_whose_host_key_is_not_pinned() {
     assert!(!agent.status.snapshot().connected);
 }
 
+/// Register over the test gateway's (loopback, plain HTTP) backchannel.
+async fn register_over(
+    gw: &TestGateway,
+    req: &RegisterRequest,
+) -> Result<g2c_proto::registration::RegisterResponse, RegisterError> {
+    register(&gw.backchannel_url(), None, req, PlainHttp::LoopbackOnly).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
     let gw = TestGateway::start().await;
@@ -84,29 +92,9 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
         token: token.to_owned(),
     };
     let two = gw.store.create_token(Some(2), None).await.unwrap().secret;
-    register(
-        &gw.backchannel_url(),
-        None,
-        &req(&two),
-        PlainHttp::LoopbackOnly,
-    )
-    .await
-    .unwrap();
-    register(
-        &gw.backchannel_url(),
-        None,
-        &req(&two),
-        PlainHttp::LoopbackOnly,
-    )
-    .await
-    .unwrap();
-    let third = register(
-        &gw.backchannel_url(),
-        None,
-        &req(&two),
-        PlainHttp::LoopbackOnly,
-    )
-    .await;
+    register_over(&gw, &req(&two)).await.unwrap();
+    register_over(&gw, &req(&two)).await.unwrap();
+    let third = register_over(&gw, &req(&two)).await;
     assert!(
         matches!(third, Err(RegisterError::Refused { status: 401, .. })),
         "{third:?}"
@@ -117,37 +105,19 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
         .await
         .unwrap()
         .secret;
-    let r = register(
-        &gw.backchannel_url(),
-        None,
-        &req(&expired),
-        PlainHttp::LoopbackOnly,
-    )
-    .await;
+    let r = register_over(&gw, &req(&expired)).await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 401, .. })),
         "{r:?}"
     );
     let revoked = gw.store.create_token(None, None).await.unwrap();
     gw.store.revoke_token(&revoked.info.id).await.unwrap();
-    let r = register(
-        &gw.backchannel_url(),
-        None,
-        &req(&revoked.secret),
-        PlainHttp::LoopbackOnly,
-    )
-    .await;
+    let r = register_over(&gw, &req(&revoked.secret)).await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 401, .. })),
         "{r:?}"
     );
-    let r = register(
-        &gw.backchannel_url(),
-        None,
-        &req("g2ct_made_up"),
-        PlainHttp::LoopbackOnly,
-    )
-    .await;
+    let r = register_over(&gw, &req("g2ct_made_up")).await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 401, .. })),
         "{r:?}"
@@ -156,13 +126,7 @@ async fn enrollment_tokens_past_uses_or_expiry_are_refused() {
         public_key: "ssh-ed25519 garbage".into(),
         ..req(&two)
     };
-    let r = register(
-        &gw.backchannel_url(),
-        None,
-        &bad_key,
-        PlainHttp::LoopbackOnly,
-    )
-    .await;
+    let r = register_over(&gw, &bad_key).await;
     assert!(
         matches!(r, Err(RegisterError::Refused { status: 400, .. })),
         "{r:?}"

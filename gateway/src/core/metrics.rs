@@ -244,25 +244,13 @@ impl Metrics {
         self.agent_connected
             .with_label_values(&[registration])
             .set(0);
-        let _ = self
-            .agent_info
-            .remove_label_values(&[registration, version]);
         let _ = self.agent_reconnects.remove_label_values(&[registration]);
         let _ = self.agent_streams.remove_label_values(&[registration]);
-        for s in services {
-            let _ = self
-                .agent_service_up
-                .remove_label_values(&[registration, &s.name]);
-            let _ = self
-                .agent_service_probe
-                .remove_label_values(&[registration, &s.name]);
-        }
+        self.agent_replaced(registration, (version, services), ("", &[]));
     }
-}
 
-impl Metrics {
-    /// A session was replaced by a newer one of the same registration: remove the series only
-    /// the old one had (its version, services the new one does not announce).
+    /// A session was replaced by a newer one of the same registration (or by none): remove the
+    /// series only the old one had (its version, services the new one does not announce).
     pub fn agent_replaced(
         &self,
         registration: &str,

@@ -38,8 +38,6 @@ pub struct Front {
     pools: pool::Pools,
     rate: RateLimit,
     base_domain: Arc<str>,
-    /// Peers whose `X-Forwarded-For` and `X-Request-Id` are taken as given.
-    trusted_proxies: Vec<crate::core::cidr::Cidr>,
 }
 
 impl Front {
@@ -59,13 +57,6 @@ impl Front {
                 )),
             },
             base_domain: core.config.base_domain.as_str().into(),
-            // Validated with the config: every entry parses.
-            trusted_proxies: core
-                .config
-                .trusted_proxies
-                .iter()
-                .filter_map(|c| c.parse().ok())
-                .collect(),
             core: core.clone(),
         });
         let events = core.registry.subscribe();
@@ -107,10 +98,6 @@ async fn forget_ended(
 /// The front door's tower stack for one caller connection, outermost layer first.
 pub fn stack(front: &Arc<Front>, conn: ConnInfo) -> impl ConnService {
     let core = &front.core;
-    let conn = ConnInfo {
-        trusted_proxy: crate::core::cidr::allowed(&front.trusted_proxies, conn.peer.ip()),
-        ..conn
-    };
     let limits = &core.config.limits;
     ServiceBuilder::new()
         .layer(RecordLayer {
