@@ -8,8 +8,12 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 
-/// Response body: boxed, streaming, with hyper's error type.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// Why a response body failed: the app's connection (hyper's error) or the gateway cutting
+/// it (a revoked key). Hyper resets the stream or closes the connection on either.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Response body: boxed, streaming.
+pub type ProxyBody = BoxBody<Bytes, BodyError>;
 
 /// A body from bytes already in memory.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {

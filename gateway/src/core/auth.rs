@@ -4,12 +4,15 @@
 //! database round trip); a background task polls the store's version counter so revocations made
 //! by the CLI or another gateway node take effect within [`REFRESH_INTERVAL`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::cidr::Cidr;
+use super::revocation::Revocations;
 use crate::store::{digest_secret, ApiKeyInfo, Registration, Store, StoreResult};
 
 /// How often the store's version is polled.
@@ -23,6 +26,7 @@ pub struct AuthSnapshot {
     /// Live registrations by id.
     pub registrations: HashMap<String, Registration>,
     keys_by_digest: HashMap<[u8; 32], ApiKeyInfo>,
+    key_ids: HashSet<String>,
     /// Allowlists by registration, then service.
     tcp_allow: HashMap<String, HashMap<String, Vec<Cidr>>>,
 }
@@ -38,7 +42,12 @@ impl AuthSnapshot {
 
     /// IDs of the live API keys.
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        self.keys_by_digest.values().map(|k| k.id.as_str())
+        self.key_ids.iter().map(String::as_str)
+    }
+
+    /// Whether the key with this id is live.
+    pub fn has_key_id(&self, id: &str) -> bool {
+        self.key_ids.contains(id)
     }
 
     /// The live key matching this plaintext secret, if any.
@@ -56,6 +65,8 @@ pub struct AuthCache {
     reload: tokio::sync::Mutex<()>,
     /// The version of the snapshot in force, for wings that follow changes.
     version: tokio::sync::watch::Sender<i64>,
+    /// Leases of keys with live work, cancelled when a reload drops the key.
+    revocations: Revocations,
 }
 
 impl AuthCache {
@@ -66,6 +77,7 @@ impl AuthCache {
             current: RwLock::new(Arc::default()),
             reload: tokio::sync::Mutex::new(()),
             version: tokio::sync::watch::Sender::new(0),
+            revocations: Revocations::default(),
         };
         cache.refresh().await?;
         Ok(cache)
@@ -81,6 +93,13 @@ impl AuthCache {
         self.version.subscribe()
     }
 
+    /// A lease on a live key: cancelled as soon as a snapshot without the key is installed
+    /// (the key was revoked), so work the key opened can end with it.
+    pub fn lease(&self, key_id: &str) -> CancellationToken {
+        self.revocations
+            .lease(key_id, || self.snapshot().has_key_id(key_id))
+    }
+
     /// Reload unconditionally.
     pub async fn refresh(&self) -> StoreResult<Arc<AuthSnapshot>> {
         let _one_at_a_time = self.reload.lock().await;
@@ -90,6 +109,7 @@ impl AuthCache {
     async fn reload_locked(&self) -> StoreResult<Arc<AuthSnapshot>> {
         let version = self.store.version().await?;
         let data = self.store.auth_data().await?;
+        let key_ids = data.keys.iter().map(|(_, k)| k.id.clone()).collect();
         let snap = Arc::new(AuthSnapshot {
             version,
             registrations: data
@@ -105,6 +125,7 @@ impl AuthCache {
                     Some((digest, key))
                 })
                 .collect(),
+            key_ids,
             tcp_allow: data.tcp.into_iter().fold(HashMap::new(), |mut acc, t| {
                 let cidrs = t.allow.iter().filter_map(|c| c.parse().ok()).collect();
                 acc.entry(t.registration_id)
@@ -115,6 +136,7 @@ impl AuthCache {
         });
         *self.current.write().expect("auth lock poisoned") = snap.clone();
         self.version.send_replace(version);
+        self.revocations.retain(|id| snap.has_key_id(id));
         Ok(snap)
     }
 

@@ -9,6 +9,7 @@ pub mod cidr;
 pub mod metrics;
 mod refresh;
 pub mod registry;
+pub mod revocation;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod record;
+pub mod revoke;
 pub mod route;
 
 use std::sync::Arc;

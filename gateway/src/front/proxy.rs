@@ -1,6 +1,8 @@
 //! The innermost service of the front door: rewrite an admitted request for the app (origin
 //! form, hop-by-hop and gateway headers out, `X-Forwarded-*` in), send it through a pooled
 //! connection of the request's tunnel, and pass the answer back, splicing an upgrade through.
+//! Everything a request opens holds a lease on its key: revoking the key ends the wait for
+//! the answer, the streamed response and the upgraded connection.
 
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
@@ -13,12 +15,14 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
 
 use super::body::{BodyFault, CallerBody};
 use super::layers::route::Target;
 use super::layers::session::Tunnel;
 use super::pool::{self, PooledBody, SendError};
 use super::record::Facts;
+use super::revoke::Revocable;
 use super::{headers, route, ConnInfo, Front};
 use crate::body::ProxyBody;
 use crate::error::RequestError;
@@ -61,6 +65,9 @@ async fn proxy(
         ));
     };
     let reg = target.registration.as_str();
+    let Some(lease) = facts.key_id().map(|id| front.core.auth.lease(id)) else {
+        return Err(RequestError::Internal("proxy reached without a key".into()));
+    };
     let caller_version = req.version();
     let upgrade = (caller_version == Version::HTTP_11)
         .then(|| headers::upgrade_of(req.headers()))
@@ -72,10 +79,12 @@ async fn proxy(
         .map(|body| CallerBody::new(body, facts, max_body, fault.clone()));
 
     let pool = front.pools.get(&session);
-    let sent = match pool::send(&front.core, &pool, &session, upstream_req).await {
-        Ok(sent) => sent,
-        Err(SendError::Connect(e)) => return Err(e),
-        Err(SendError::Http(e)) => {
+    let sending = pool::send(&front.core, &pool, &session, upstream_req);
+    let sent = match lease.run_until_cancelled(sending).await {
+        None => return Err(RequestError::Unauthorized),
+        Some(Ok(sent)) => sent,
+        Some(Err(SendError::Connect(e))) => return Err(e),
+        Some(Err(SendError::Http(e))) => {
             return Err(match CallerBody::fault(&fault) {
                 BodyFault::Malformed => RequestError::BadRequest("malformed request body".into()),
                 BodyFault::TooLarge => RequestError::PayloadTooLarge(max_body),
@@ -102,12 +111,14 @@ async fn proxy(
         };
         let app = hyper::upgrade::on(&mut resp);
         let span = tracing::debug_span!("upgrade", registration = reg);
-        front.core.spawn(span, splice_upgrade(caller, app));
+        front
+            .core
+            .spawn(span, splice_upgrade(caller, app, lease.clone()));
     }
     headers::prepare_response(resp.headers_mut(), switching);
     *resp.version_mut() = caller_version;
     let back = (!switching).then_some((sent.sender, &pool));
-    Ok(resp.map(|body| PooledBody::new(body, back).boxed()))
+    Ok(resp.map(|body| Revocable::new(PooledBody::new(body, back), lease).boxed()))
 }
 
 /// The request as the app gets it: origin-form target (the `/r/<id>` prefix stripped), HTTP/1.1,
@@ -146,18 +157,28 @@ fn rewrite<B>(
     Request::from_parts(parts, body)
 }
 
-async fn splice_upgrade(caller: hyper::upgrade::OnUpgrade, app: hyper::upgrade::OnUpgrade) {
-    let (caller, app) = match tokio::try_join!(caller, app) {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
+/// Copy between the caller and the app until either side ends or the key is revoked.
+async fn splice_upgrade(
+    caller: hyper::upgrade::OnUpgrade,
+    app: hyper::upgrade::OnUpgrade,
+    lease: CancellationToken,
+) {
+    let splice = async {
+        let (caller, app) = match tokio::try_join!(caller, app) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut caller = TokioIo::new(caller);
+        let mut app = TokioIo::new(app);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut caller, &mut app).await {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
         }
     };
-    let mut caller = TokioIo::new(caller);
-    let mut app = TokioIo::new(app);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut caller, &mut app).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    if lease.run_until_cancelled(splice).await.is_none() {
+        tracing::info!("upgraded connection closed: its key was revoked");
     }
 }
 
