@@ -20,6 +20,8 @@ apt_install() {
   fi
 }
 command -v python3 >/dev/null || apt_install python3
+# schemathesis (scripts/api-contract.sh) goes into a venv under target/.
+python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 # A real MariaDB (server + CLI client) for the TCP-service tests; the harness starts its own
 # mariadbd on a free loopback port, never the system service.
 apt_install mariadb-server mariadb-client
@@ -52,6 +54,9 @@ fi
 
 say "cargo test"
 cargo test --release --workspace --no-fail-fast
+
+say "API contract: schemathesis against the real gateway's OpenAPI documents (scripts/api-contract.sh)"
+scripts/api-contract.sh
 
 say "fuzzing: each cargo-fuzz target for 60 s (scripts/fuzz.sh)"
 scripts/fuzz.sh 60

@@ -116,6 +116,12 @@ pub enum RequestError {
     /// No such endpoint on an API listener.
     #[error("no such endpoint")]
     NoSuchEndpoint,
+    /// The endpoint does not take this method; the value lists those it does.
+    #[error("this endpoint takes {0} only")]
+    MethodNotAllowed(&'static str),
+    /// The admin API names an object (token, key, registration) that does not exist.
+    #[error("no such {0}")]
+    NoSuch(&'static str),
     /// The enrollment token was refused (unknown, used up, expired or revoked).
     #[error("enrollment {0}")]
     EnrollmentRefused(&'static str),
@@ -141,6 +147,22 @@ impl RequestError {
     }
 }
 
+impl From<crate::store::StoreError> for RequestError {
+    /// What an API caller is told when the store refuses or fails (the admin API, the
+    /// backchannel): the caller's mistakes as 4xx, the store's own failure as a logged 500.
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NotFound(what) => Self::NoSuch(what),
+            StoreError::TokenRejected(why) => Self::EnrollmentRefused(why),
+            StoreError::Invalid(why) => Self::BadRequest(why),
+            StoreError::PortQuota(_) => Self::BadRequest(e.to_string()),
+            StoreError::PortsExhausted => Self::Overloaded(None),
+            StoreError::Db(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
 impl RequestError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
@@ -155,7 +177,8 @@ impl RequestError {
             Self::UpstreamTimeout(_) => code::UPSTREAM_TIMEOUT,
             Self::Overloaded(_) => code::OVERLOADED,
             Self::RateLimited { .. } => code::RATE_LIMITED,
-            Self::NoSuchEndpoint => code::NOT_FOUND,
+            Self::NoSuchEndpoint | Self::NoSuch(_) => code::NOT_FOUND,
+            Self::MethodNotAllowed(_) => code::METHOD_NOT_ALLOWED,
             Self::AdminTokenRequired => code::UNAUTHORIZED,
             Self::RefusedHost | Self::CrossSite => code::FORBIDDEN,
             Self::EnrollmentRefused(_) => code::UNAUTHORIZED,
@@ -170,7 +193,10 @@ impl RequestError {
                 StatusCode::UNAUTHORIZED
             }
             Self::Forbidden(_) | Self::RefusedHost | Self::CrossSite => StatusCode::FORBIDDEN,
-            Self::UnknownRegistration(_) | Self::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            Self::UnknownRegistration(_) | Self::NoSuchEndpoint | Self::NoSuch(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AgentOffline(_) | Self::LocalServiceUnavailable { .. } => StatusCode::BAD_GATEWAY,
@@ -190,6 +216,8 @@ impl RequestError {
             | Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
             | Self::NoSuchEndpoint
+            | Self::MethodNotAllowed(_)
+            | Self::NoSuch(_)
             | Self::AdminTokenRequired
             | Self::RefusedHost
             | Self::CrossSite
@@ -242,6 +270,10 @@ impl RequestError {
             // answer and close, so nothing behind this request is read as another one.
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            resp.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(allow));
         }
         if let Self::RateLimited {
             retry_after_secs, ..

@@ -23,6 +23,8 @@ pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
 pub const BAD_REQUEST: &str = "bad_request";
 /// No such endpoint on an API listener.
 pub const NOT_FOUND: &str = "not_found";
+/// The endpoint exists but not for that method (the `Allow` header lists the methods).
+pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 /// Something failed inside the gateway itself.
 pub const INTERNAL: &str = "internal";
 

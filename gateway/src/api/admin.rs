@@ -1,5 +1,6 @@
-//! The admin listener: liveness and readiness probes, Prometheus `/metrics`, registrations with
-//! their live tunnel state, and disconnecting an agent.
+//! The admin listener: liveness and readiness probes, Prometheus `/metrics`, its OpenAPI
+//! document, registrations with their live tunnel state, disconnecting an agent, and the
+//! CLI's store operations (tokens, keys, revocation, TCP allowlists, in [`super::admin_ops`]).
 //!
 //! It binds loopback by default and belongs on a private interface (DESIGN.md); every request
 //! passes the [`AdminGate`] first (token, Host, no cross-site).
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::api::admin_gate::AdminGate;
+use super::admin_gate::AdminGate;
+use super::admin_ops as ops;
 use crate::body::{json, text, ProxyBody};
 use crate::core::Core;
 use crate::error::RequestError;
@@ -52,26 +54,139 @@ struct TcpView {
     listening: bool,
 }
 
+/// The admin API's endpoints, by path; what [`handle`] dispatches on.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Registrations,
+    Registration(&'a str),
+    Disconnect(&'a str),
+    RevokeRegistration(&'a str),
+    RegistrationKeys(&'a str),
+    TcpAllow(&'a str, &'a str),
+    Tokens,
+    Token(&'a str),
+    RevokeToken(&'a str),
+    Keys,
+    Key(&'a str),
+    RevokeKey(&'a str),
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Option<Self> {
+        let fixed = match path {
+            "/healthz" => Some(Self::Healthz),
+            "/readyz" => Some(Self::Readyz),
+            "/metrics" => Some(Self::Metrics),
+            "/openapi.json" => Some(Self::OpenApi),
+            "/v1/registrations" => Some(Self::Registrations),
+            "/v1/tokens" => Some(Self::Tokens),
+            "/v1/keys" => Some(Self::Keys),
+            _ => None,
+        };
+        if fixed.is_some() {
+            return fixed;
+        }
+        let rest = path.strip_prefix("/v1/")?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["registrations", id] => Some(Self::Registration(id)),
+            ["registrations", id, "disconnect"] => Some(Self::Disconnect(id)),
+            ["registrations", id, "revoke"] => Some(Self::RevokeRegistration(id)),
+            ["registrations", id, "keys"] => Some(Self::RegistrationKeys(id)),
+            ["registrations", id, "tcp", service, "allow"] => Some(Self::TcpAllow(id, service)),
+            ["tokens", id] => Some(Self::Token(id)),
+            ["tokens", id, "revoke"] => Some(Self::RevokeToken(id)),
+            ["keys", id] => Some(Self::Key(id)),
+            ["keys", id, "revoke"] => Some(Self::RevokeKey(id)),
+            _ => None,
+        }
+        .filter(|r| r.ids().iter().all(|id| !id.is_empty()))
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        match self {
+            Self::Registration(id)
+            | Self::Disconnect(id)
+            | Self::RevokeRegistration(id)
+            | Self::RegistrationKeys(id)
+            | Self::Token(id)
+            | Self::RevokeToken(id)
+            | Self::Key(id)
+            | Self::RevokeKey(id) => vec![id],
+            Self::TcpAllow(id, service) => vec![id, service],
+            _ => vec![],
+        }
+    }
+
+    /// The methods the endpoint takes, for `Allow`.
+    fn allow(&self) -> &'static str {
+        match self {
+            Self::Disconnect(_)
+            | Self::RevokeRegistration(_)
+            | Self::RevokeToken(_)
+            | Self::RevokeKey(_) => "POST",
+            Self::RegistrationKeys(_) | Self::Tokens => "GET, POST",
+            Self::TcpAllow(..) => "PUT",
+            _ => "GET",
+        }
+    }
+}
+
 /// Handle one admin request.
-pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<ProxyBody> {
+pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<ProxyBody>
+where
+    B: http_body::Body + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if let Err(e) = admin.gate.check(&req) {
         return e.to_response();
     }
-    let answer = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
-        (&Method::GET, "/readyz") => Ok(readiness(&admin.core).await),
-        (&Method::GET, "/metrics") => Ok(metrics(&admin.core)),
-        (&Method::GET, "/v1/registrations") => registrations(&admin).await,
-        (&Method::POST, path) => match path
-            .strip_prefix("/v1/registrations/")
-            .and_then(|p| p.strip_suffix("/disconnect"))
-        {
-            Some(id) => disconnect(&admin.core, id),
-            None => Err(RequestError::NoSuchEndpoint),
-        },
-        _ => Err(RequestError::NoSuchEndpoint),
+    let path = req.uri().path().to_owned();
+    let Some(route) = Route::of(&path) else {
+        return RequestError::NoSuchEndpoint.to_response();
     };
-    answer.unwrap_or_else(|e| e.to_response())
+    dispatch(&admin, route, req)
+        .await
+        .unwrap_or_else(|e| e.to_response())
+}
+
+async fn dispatch<B>(
+    admin: &Admin,
+    route: Route<'_>,
+    req: Request<B>,
+) -> Result<Response<ProxyBody>, RequestError>
+where
+    B: http_body::Body + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let core = &admin.core;
+    match (req.method().clone(), &route) {
+        (Method::GET, Route::Healthz) => Ok(text(StatusCode::OK, "ok\n")),
+        (Method::GET, Route::Readyz) => Ok(readiness(core).await),
+        (Method::GET, Route::Metrics) => Ok(metrics(core)),
+        (Method::GET, Route::OpenApi) => Ok(super::openapi(super::ADMIN_OPENAPI)),
+        (Method::GET, Route::Registrations) => registrations(admin).await,
+        (Method::GET, Route::Registration(id)) => registration(admin, id).await,
+        (Method::POST, Route::RevokeRegistration(id)) => ops::revoke_registration(core, id).await,
+        (Method::POST, Route::Disconnect(id)) => disconnect(core, id).await,
+        (Method::GET, Route::RegistrationKeys(id)) => ops::list_keys(core, Some(id)).await,
+        (Method::POST, Route::RegistrationKeys(id)) => ops::create_key(core, id).await,
+        (Method::PUT, Route::TcpAllow(id, service)) => {
+            ops::set_tcp_allow(core, id, service, req).await
+        }
+        (Method::GET, Route::Tokens) => ops::list_tokens(core).await,
+        (Method::POST, Route::Tokens) => ops::create_token(core, req).await,
+        (Method::GET, Route::Token(id)) => ops::token(core, id).await,
+        (Method::POST, Route::RevokeToken(id)) => ops::revoke_token(core, id).await,
+        (Method::GET, Route::Keys) => ops::list_keys(core, None).await,
+        (Method::GET, Route::Key(id)) => ops::key(core, id).await,
+        (Method::POST, Route::RevokeKey(id)) => ops::revoke_key(core, id).await,
+        _ => Err(RequestError::MethodNotAllowed(route.allow())),
+    }
 }
 
 fn metrics(core: &Core) -> Response<ProxyBody> {
@@ -83,12 +198,16 @@ fn metrics(core: &Core) -> Response<ProxyBody> {
     r
 }
 
-fn disconnect(core: &Core, id: &str) -> Result<Response<ProxyBody>, RequestError> {
-    if !core.registry.disconnect(id) {
-        return Err(RequestError::AgentOffline(id.to_owned()));
+/// Close a registration's tunnel (the agent reconnects). Idempotent: an agent that is not
+/// connected is reported as such; an unknown registration is a 404.
+async fn disconnect(core: &Core, id: &str) -> Result<Response<ProxyBody>, RequestError> {
+    let disconnected = core.registry.disconnect(id);
+    if disconnected {
+        tracing::info!(registration = id, "agent disconnected by the admin API");
+    } else if !core.auth.snapshot().registrations.contains_key(id) {
+        return Err(RequestError::UnknownRegistration(id.to_owned()));
     }
-    tracing::info!(registration = id, "agent disconnected by the admin API");
-    let body = serde_json::json!({ "registration": id, "disconnected": true });
+    let body = serde_json::json!({ "registration": id, "disconnected": disconnected });
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -110,11 +229,17 @@ async fn readiness(core: &Core) -> Response<ProxyBody> {
 
 async fn registrations(admin: &Admin) -> Result<Response<ProxyBody>, RequestError> {
     let store = &admin.core.store;
-    let internal = |e: crate::store::StoreError| RequestError::Internal(e.to_string());
-    let regs = store.list_registrations().await.map_err(internal)?;
-    let tcp = store.tcp_services(None).await.map_err(internal)?;
+    let regs = store.list_registrations().await?;
+    let tcp = store.tcp_services(None).await?;
     let views: Vec<RegistrationView> = regs.into_iter().map(|r| view(admin, r, &tcp)).collect();
     Ok(json(StatusCode::OK, &views))
+}
+
+async fn registration(admin: &Admin, id: &str) -> Result<Response<ProxyBody>, RequestError> {
+    let store = &admin.core.store;
+    let reg = store.registration(id).await?;
+    let tcp = store.tcp_services(Some(id)).await?;
+    Ok(json(StatusCode::OK, &view(admin, reg, &tcp)))
 }
 
 /// A registration with its live state.
@@ -156,5 +281,46 @@ fn view(admin: &Admin, r: Registration, tcp: &[TcpService]) -> RegistrationView 
             .filter(|t| *t > 0),
         tcp_services,
         registration: r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    /// Every operation in `openapi/admin.json` is routed, with the methods the document gives
+    /// it, and the router has no endpoint the document leaves out.
+    #[test]
+    fn the_document_and_the_router_agree() {
+        let doc: serde_json::Value = serde_json::from_str(super::super::ADMIN_OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, item) in paths {
+            let concrete = path.replace("{id}", "abc").replace("{service}", "db");
+            let route = Route::of(&concrete).unwrap_or_else(|| panic!("{path} is not routed"));
+            let mut documented: Vec<String> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+                .map(|k| k.to_ascii_uppercase())
+                .collect();
+            documented.sort();
+            let mut routed: Vec<String> = route.allow().split(", ").map(str::to_owned).collect();
+            routed.sort();
+            assert_eq!(documented, routed, "{path}");
+        }
+        assert_eq!(
+            paths.len(),
+            16,
+            "a new route needs its place in the document"
+        );
+        for stray in [
+            "/v1",
+            "/v1/registrations/abc/nope",
+            "/v1/tokens/",
+            "/v1/keys/a/b/c",
+        ] {
+            assert_eq!(Route::of(stray), None, "{stray}");
+        }
     }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use g2c_proto::registration::{RegisterRequest, RegisterResponse, REGISTRATIONS_PATH};
 use g2c_proto::sshkeys;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 use crate::body::{json, text, ProxyBody};
 use crate::core::Core;
@@ -35,6 +34,9 @@ where
     let answer = match (req.method(), req.uri().path()) {
         (&Method::POST, REGISTRATIONS_PATH) => register(&bc, req).await,
         (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/openapi.json") => Ok(super::openapi(super::BACKCHANNEL_OPENAPI)),
+        (_, REGISTRATIONS_PATH) => Err(RequestError::MethodNotAllowed("POST")),
+        (_, "/healthz" | "/openapi.json") => Err(RequestError::MethodNotAllowed("GET")),
         _ => Err(RequestError::NoSuchEndpoint),
     };
     answer.unwrap_or_else(|e| e.to_response())
@@ -49,13 +51,7 @@ where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| bad_request("request body too large or unreadable"))?
-        .to_bytes();
-    let request: RegisterRequest = serde_json::from_slice(&body)
-        .map_err(|e| bad_request(format!("invalid registration request: {e}")))?;
+    let request: RegisterRequest = super::read_json(req, MAX_BODY).await?;
     let key = sshkeys::parse_public(&request.public_key)
         .map_err(|_| bad_request("public_key is not an OpenSSH public key"))?;
     if let Some(name) = &request.name {
@@ -70,13 +66,11 @@ where
         .store
         .register(&request.token, request.name.as_deref(), &public_key, ports)
         .await
-        .map_err(|e| match e {
-            StoreError::TokenRejected(why) => {
+        .map_err(|e| {
+            if let StoreError::TokenRejected(why) = e {
                 tracing::info!(reason = why, "registration refused");
-                RequestError::EnrollmentRefused(why)
             }
-            StoreError::PortsExhausted => RequestError::Overloaded(None),
-            e => RequestError::Internal(format!("registration failed: {e}")),
+            RequestError::from(e)
         })?;
     tracing::info!(registration = %reg.id, name = ?reg.name, port = reg.tunnel_port, "agent registered");
     if let Err(e) = core.auth.refresh().await {
