@@ -25,6 +25,9 @@ python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 # A real MariaDB (server + CLI client) for the TCP-service tests; the harness starts its own
 # mariadbd on a free loopback port, never the system service.
 apt_install mariadb-server mariadb-client
+# PostgreSQL server binaries for the store contract and the cluster tests; the harness runs
+# its own initdb + postgres on a free loopback port, never the system service.
+apt_install postgresql
 # promtool (Debian's `prometheus` package) checks the /metrics exposition and the alert rules.
 apt_install prometheus
 # systemd-analyze verifies the generated agent unit; npm packs and installs the npm tarballs.

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use g2c_gateway::config::GatewayConfig;
-use g2c_gateway::store::{SqliteStore, Store};
+use g2c_gateway::store::Store;
 
 use crate::{parse_duration, print, KeyOp, RegistrationOp, TokenOp};
 
@@ -16,7 +16,7 @@ fn state(revoked: bool) -> &'static str {
 }
 
 /// `token create|list|revoke`.
-pub async fn token(store: &SqliteStore, op: TokenOp, json: bool) -> Result<()> {
+pub async fn token(store: &dyn Store, op: TokenOp, json: bool) -> Result<()> {
     match op {
         TokenOp::Create { uses, ttl } => {
             let uses = (uses > 0).then_some(uses);
@@ -48,7 +48,7 @@ pub async fn token(store: &SqliteStore, op: TokenOp, json: bool) -> Result<()> {
 }
 
 /// `key create|list|revoke`.
-pub async fn key(store: &SqliteStore, op: KeyOp, json: bool) -> Result<()> {
+pub async fn key(store: &dyn Store, op: KeyOp, json: bool) -> Result<()> {
     match op {
         KeyOp::Create { registration } => {
             let created = store.create_key(&registration).await?;
@@ -83,7 +83,7 @@ pub async fn key(store: &SqliteStore, op: KeyOp, json: bool) -> Result<()> {
 
 /// `registration list|show|allow|revoke`.
 pub async fn registration(
-    store: &SqliteStore,
+    store: &dyn Store,
     op: RegistrationOp,
     json: bool,
     config: &GatewayConfig,

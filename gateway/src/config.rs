@@ -13,7 +13,9 @@ pub use g2c_proto::config_error::ConfigError;
 use crate::core::cidr::Cidr;
 
 mod limits;
+mod store;
 pub use limits::LimitsConfig;
+pub use store::{mask_password, StoreConfig};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,14 +86,6 @@ impl Default for TcpConfig {
             bind: std::net::IpAddr::from([0, 0, 0, 0]),
         }
     }
-}
-
-/// Where the store lives.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// SQLite database file (created if missing).
-    pub path: PathBuf,
 }
 
 /// A plain listener.
@@ -202,14 +196,6 @@ impl Default for GatewayConfig {
     }
 }
 
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            path: "g2c-gateway.db".into(),
-        }
-    }
-}
-
 impl Default for SshConfig {
     fn default() -> Self {
         Self {
@@ -316,6 +302,7 @@ impl GatewayConfig {
             }
         }
         self.limits.validate()?;
+        self.store.validate()?;
         if self.audit.max_bytes < 4096 {
             return invalid("audit.max_bytes", "must be at least 4096");
         }

@@ -125,6 +125,9 @@ pub enum RequestError {
     /// The enrollment token was refused (unknown, used up, expired or revoked).
     #[error("enrollment {0}")]
     EnrollmentRefused(&'static str),
+    /// The gateway's database is unreachable: writes wait for it (what is cached still works).
+    #[error("the gateway's database is unreachable; retry later")]
+    StoreUnavailable(String),
     /// A bug or resource failure in the gateway.
     #[error("internal gateway error")]
     Internal(String),
@@ -158,6 +161,7 @@ impl From<crate::store::StoreError> for RequestError {
             StoreError::Invalid(why) => Self::BadRequest(why),
             StoreError::PortQuota(_) => Self::BadRequest(e.to_string()),
             StoreError::PortsExhausted => Self::Overloaded(None),
+            StoreError::Unavailable(_) => Self::StoreUnavailable(e.to_string()),
             StoreError::Db(_) => Self::Internal(e.to_string()),
         }
     }
@@ -182,6 +186,7 @@ impl RequestError {
             Self::AdminTokenRequired => code::UNAUTHORIZED,
             Self::RefusedHost | Self::CrossSite => code::FORBIDDEN,
             Self::EnrollmentRefused(_) => code::UNAUTHORIZED,
+            Self::StoreUnavailable(_) => code::OVERLOADED,
             Self::Internal(_) => code::INTERNAL,
         }
     }
@@ -201,7 +206,7 @@ impl RequestError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AgentOffline(_) | Self::LocalServiceUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -225,7 +230,7 @@ impl RequestError {
             | Self::RateLimited { .. } => Party::Caller,
             Self::AgentOffline(_) => Party::Agent,
             Self::LocalServiceUnavailable { .. } | Self::UpstreamTimeout(_) => Party::LocalApp,
-            Self::Overloaded(_) | Self::Internal(_) => Party::Gateway,
+            Self::Overloaded(_) | Self::StoreUnavailable(_) | Self::Internal(_) => Party::Gateway,
         }
     }
 
@@ -253,6 +258,10 @@ impl RequestError {
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 "internal gateway error".to_owned()
+            }
+            Self::StoreUnavailable(detail) => {
+                tracing::warn!(%detail, "store unreachable");
+                self.to_string()
             }
             Self::LocalServiceUnavailable {
                 registration,

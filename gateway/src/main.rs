@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use g2c_gateway::config::GatewayConfig;
-use g2c_gateway::store::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -231,14 +230,14 @@ async fn async_main() -> Result<()> {
             println!("config ok");
         }
         Command::Token { op } => {
-            cli::token(&SqliteStore::open(&config.store.path).await?, op, json).await?
+            cli::token(&*g2c_gateway::store::open(&config.store).await?, op, json).await?
         }
         Command::Key { op } => {
-            cli::key(&SqliteStore::open(&config.store.path).await?, op, json).await?
+            cli::key(&*g2c_gateway::store::open(&config.store).await?, op, json).await?
         }
         Command::Registration { op } => {
-            let store = SqliteStore::open(&config.store.path).await?;
-            cli::registration(&store, op, json, &config).await?
+            let store = g2c_gateway::store::open(&config.store).await?;
+            cli::registration(&*store, op, json, &config).await?
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use g2c_agent::config::{AgentConfig, ReconnectConfig, ServiceConfig};
 use g2c_agent::status::Status;
 use g2c_gateway::config::{GatewayConfig, ListenerConfig, TlsListenerConfig};
-use g2c_gateway::store::{SqliteStore, Store};
+use g2c_gateway::store::Store;
 use g2c_gateway::{BoundAddrs, Listeners};
 use g2c_proto::registration::RegisterRequest;
 use g2c_proto::{sshkeys, ServiceKind};
@@ -26,8 +26,9 @@ pub struct TestGateway {
     pub addrs: BoundAddrs,
     /// The config it runs with.
     pub config: GatewayConfig,
-    /// Store handle (same SQLite file) for creating tokens and keys.
-    pub store: SqliteStore,
+    /// Store handle (the same SQLite file or PostgreSQL database) for creating tokens and
+    /// keys behind the gateway's back, as the CLI or another node would.
+    pub store: Arc<dyn Store>,
     /// Temp directory holding its files.
     pub dir: Arc<tempfile::TempDir>,
     /// Self-signed CA/cert PEM when TLS is on.
@@ -54,6 +55,8 @@ pub struct GatewayOptions {
     pub audit_file: bool,
     /// Any further change to the config before the gateway starts.
     pub configure: Option<fn(&mut GatewayConfig)>,
+    /// Keep the store in this PostgreSQL database instead of a SQLite file.
+    pub store_url: Option<String>,
 }
 
 async fn bind(addr: Option<SocketAddr>) -> TcpListener {
@@ -91,10 +94,23 @@ fn base_config(
     if opts.audit_file {
         config.audit.file = Some(dir.join("audit.log"));
     }
+    config.store.url = opts.store_url.clone();
     if let Some(configure) = opts.configure {
         configure(&mut config);
     }
     config
+}
+
+/// Our own handle on the store `run()` opens (and migrates) as it starts.
+async fn wait_for_store(config: &GatewayConfig) -> Arc<dyn Store> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match g2c_gateway::store::open(&config.store).await {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("store: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// HTTPS and a TLS backchannel with a fresh rcgen certificate for `localhost`: the bound
@@ -162,8 +178,8 @@ impl TestGateway {
                 g2c_gateway::run(listeners, config, shutdown).await.unwrap();
             }
         });
-        // The store exists once run() opened it; open our own handle (same file, WAL).
-        let store = SqliteStore::open(&config.store.path).await.unwrap();
+        // The store exists once run() opened it; open our own handle (same file or database).
+        let store = wait_for_store(&config).await;
         // The listeners were bound before run() started, so a connect proves nothing: wait
         // for the admin API to answer its readiness probe (the store is open and the serve
         // loops run).

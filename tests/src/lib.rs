@@ -8,6 +8,7 @@ pub mod client;
 pub mod gui_stack;
 pub mod harness;
 pub mod mariadb;
+pub mod postgres;
 pub mod procs;
 pub mod prom;
 pub mod rogue;

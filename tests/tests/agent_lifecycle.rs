@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use g2c_agent::config::AgentConfig;
-use g2c_gateway::store::Store;
 use g2c_tests::backend::Backend;
 use g2c_tests::client::send;
 use g2c_tests::harness::{routed, TestGateway};

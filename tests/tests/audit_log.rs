@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use g2c_gateway::store::Store;
 use g2c_proto::ServiceKind;
 use g2c_tests::backend::Backend;
 use g2c_tests::client::send;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use g2c_gateway::store::Store;
 use g2c_tests::backend::Backend;
 use g2c_tests::client::send;
 use g2c_tests::harness::{routed, TestGateway};

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use g2c_gateway::store::{Store, StoreError};
+use g2c_gateway::store::StoreError;
 use g2c_proto::{ServiceDecl, ServiceKind};
 use g2c_tests::harness::TestGateway;
 use g2c_tests::rogue::{self, Hello, Misbehaviour};

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use g2c_agent::register::{register, PlainHttp, RegisterError};
-use g2c_gateway::store::Store;
 use g2c_proto::registration::RegisterRequest;
 use g2c_proto::{sshkeys, ServiceKind};
 use g2c_tests::backend::Backend;

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use g2c_gateway::store::Store;
 use g2c_proto::ServiceKind;
 use g2c_tests::harness::{TestAgent, TestGateway};
 use g2c_tests::mariadb::MariaDb;

@@ -211,19 +211,21 @@ async fn disconnect(core: &Core, id: &str) -> Result<Response<ProxyBody>, Reques
     Ok(json(StatusCode::OK, &body))
 }
 
-/// Ready while not draining and the store answers (within a second).
+/// Ready while not draining. An unreachable store does not make a node unready: it goes on
+/// serving the tunnels and keys it has cached (taking every node out of a load balancer
+/// because the shared database restarts would be the outage a cluster exists to avoid); the
+/// answer says so, for an operator's eyes.
 async fn readiness(core: &Core) -> Response<ProxyBody> {
-    let problem = if !core.is_ready() {
-        Some("draining")
-    } else {
-        match tokio::time::timeout(std::time::Duration::from_secs(1), core.store.version()).await {
-            Ok(Ok(_)) => None,
-            _ => Some("store unreachable"),
-        }
-    };
-    match problem {
-        None => text(StatusCode::OK, "ready\n"),
-        Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    if !core.is_ready() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(1), core.store.version());
+    match probe.await {
+        Ok(Ok(_)) => text(StatusCode::OK, "ready\n"),
+        _ => text(
+            StatusCode::OK,
+            "ready (store unreachable: serving cached credentials; writes fail with 503)\n",
+        ),
     }
 }
 

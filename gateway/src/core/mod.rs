@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::config::GatewayConfig;
 use crate::error::GatewayError;
 use crate::shutdown::{Phase, Shutdown};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use auth::AuthCache;
 use metrics::Metrics;
 use registry::Registry;
@@ -47,9 +47,9 @@ pub struct Core {
 }
 
 impl Core {
-    /// Open the store, load credentials, start the audit log.
+    /// Open the store (SQLite or PostgreSQL, as configured), load credentials, start the audit log.
     pub async fn open(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.path).await?);
+        let store: Arc<dyn Store> = crate::store::open(&config.store).await?;
         let auth = AuthCache::load(store.clone()).await?;
         let metrics = Metrics::new();
         let audit = audit::AuditLog::start(&config.audit, metrics.audit_dropped.clone())

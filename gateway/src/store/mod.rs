@@ -1,9 +1,11 @@
-//! Persistent state: enrollment tokens, registrations and API keys, behind the [`Store`] trait.
+//! Persistent state: enrollment tokens, registrations and API keys, behind the [`Store`] trait,
+//! on an embedded SQLite file (one node) or on PostgreSQL (several nodes sharing it).
 //!
 //! Secrets (tokens, API keys) are stored only as SHA-256 hashes; the plaintext is returned once,
 //! at creation. Every mutation bumps a version number so running gateways can cheaply notice
 //! changes made by another process (the CLI, another node) and refresh their caches.
 
+mod postgres;
 mod schema;
 mod sqlite;
 
@@ -12,14 +14,27 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
+pub use postgres::{PgStore, CHANGES_CHANNEL};
 pub use sqlite::SqliteStore;
+
+/// Open the store `config` names: PostgreSQL when it has a `url`, else the SQLite file.
+pub async fn open(config: &crate::config::StoreConfig) -> StoreResult<std::sync::Arc<dyn Store>> {
+    Ok(match &config.url {
+        Some(_) => std::sync::Arc::new(PgStore::open(config).await?),
+        None => std::sync::Arc::new(SqliteStore::open(&config.path).await?),
+    })
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// The database cannot be reached now (down, restarting, the pool exhausted): worth a
+    /// retry, unlike [`StoreError::Db`].
+    #[error("store unreachable: {0}")]
+    Unavailable(sqlx::Error),
     /// The enrollment token is unknown, revoked, expired or used up.
     #[error("enrollment token rejected: {0}")]
     TokenRejected(&'static str),
@@ -35,6 +50,46 @@ pub enum StoreError {
     /// The input is unacceptable (e.g. a malformed public key).
     #[error("invalid input: {0}")]
     Invalid(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Tell a database that is away (connection refused or lost, pool timed out, the server
+    /// shutting down or starting) from one that failed the statement.
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let away = match &e {
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+            // 08: connection exception; 57P01-03: admin/crash shutdown, cannot connect now.
+            E::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        };
+        if away {
+            Self::Unavailable(e)
+        } else {
+            Self::Db(e)
+        }
+    }
+}
+
+/// Lowest port of `ports` not in `used` (sorted).
+pub(crate) fn lowest_free(used: &[i64], ports: PortRange) -> StoreResult<u16> {
+    (ports.start..=ports.end)
+        .find(|p| used.binary_search(&i64::from(*p)).is_err())
+        .ok_or(StoreError::PortsExhausted)
+}
+
+/// The canonical form of an allowlist (each entry parsed, so what is stored always parses).
+pub(crate) fn canonical_allow(allow: &[String]) -> StoreResult<Vec<String>> {
+    allow
+        .iter()
+        .map(|c| {
+            c.parse::<crate::core::cidr::Cidr>()
+                .map(|cidr| cidr.to_string())
+                .map_err(|e| StoreError::Invalid(e.to_string()))
+        })
+        .collect()
 }
 
 /// A registered agent.

@@ -386,14 +386,7 @@ impl Store for SqliteStore {
         ports: PortRange,
     ) -> BoxFuture<'a, StoreResult<TcpService>> {
         async move {
-            let mut canonical = Vec::new();
-            for c in allow {
-                let cidr: crate::core::cidr::Cidr =
-                    c.parse().map_err(|e: crate::core::cidr::CidrError| {
-                        StoreError::Invalid(e.to_string())
-                    })?;
-                canonical.push(cidr.to_string());
-            }
+            let canonical = canonical_allow(allow)?;
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let mut info = ensure_tcp(&mut tx, registration_id, service, ports).await?;
             sqlx::query(

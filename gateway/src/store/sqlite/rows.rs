@@ -23,12 +23,6 @@ pub(super) async fn used_ports(conn: &mut SqliteConnection) -> StoreResult<Vec<i
     Ok(used)
 }
 
-pub(super) fn lowest_free(used: &[i64], ports: PortRange) -> StoreResult<u16> {
-    (ports.start..=ports.end)
-        .find(|p| used.binary_search(&i64::from(*p)).is_err())
-        .ok_or(StoreError::PortsExhausted)
-}
-
 pub(super) fn tcp_from(row: &sqlx::sqlite::SqliteRow) -> TcpService {
     let allow: String = row.get("allow_cidrs");
     TcpService {

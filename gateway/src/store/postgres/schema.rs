@@ -1,0 +1,42 @@
+//! PostgreSQL's own migrations, applied in order at open under an advisory lock (nodes that
+//! start together migrate once); each runs once and is recorded.
+
+/// `(version, SQL)`; append only, never edit a released entry.
+pub const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE registrations (
+    id          TEXT PRIMARY KEY,
+    name        TEXT,
+    public_key  TEXT NOT NULL,
+    tunnel_port BIGINT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
+);
+CREATE TABLE tokens (
+    id         TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL UNIQUE,
+    uses_left  BIGINT,
+    expires_at BIGINT,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE TABLE api_keys (
+    id              TEXT PRIMARY KEY,
+    hash            TEXT NOT NULL UNIQUE,
+    registration_id TEXT NOT NULL REFERENCES registrations(id),
+    created_at      BIGINT NOT NULL,
+    revoked_at      BIGINT
+);
+CREATE INDEX api_keys_registration ON api_keys(registration_id);
+CREATE TABLE tcp_services (
+    registration_id TEXT NOT NULL REFERENCES registrations(id),
+    service         TEXT NOT NULL,
+    port            BIGINT NOT NULL UNIQUE,
+    allow_cidrs     TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (registration_id, service)
+);
+CREATE TABLE state_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+INSERT INTO state_version (id, version) VALUES (1, 0)
+"#,
+)];
