@@ -18,6 +18,7 @@ use crate::api::admin::{self, Admin};
 use crate::api::admin_gate::AdminGate;
 use crate::api::backchannel::{self, Backchannel};
 use crate::body::ProxyBody;
+use crate::cluster::{self, Cluster};
 use crate::config::GatewayConfig;
 use crate::core::Core;
 use crate::error::GatewayError;
@@ -39,6 +40,7 @@ pub struct Gateway {
     https_tls: Option<TlsAcceptor>,
     backchannel_tls: Option<TlsAcceptor>,
     admin_gate: AdminGate,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Gateway {
@@ -73,7 +75,7 @@ impl Gateway {
         }
         let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
         let admin_gate = AdminGate::load(&config)?;
-        let core = Core::open(config).await?;
+        let (core, cluster) = open_core(config).await?;
         Ok(Self {
             listeners,
             core,
@@ -81,6 +83,7 @@ impl Gateway {
             https_tls,
             backchannel_tls,
             admin_gate,
+            cluster,
         })
     }
 
@@ -99,6 +102,7 @@ impl Gateway {
             https_tls,
             backchannel_tls,
             admin_gate,
+            cluster,
         } = self;
         let ssh_public_port = match core.config.ssh.public_port {
             Some(p) => p,
@@ -151,6 +155,10 @@ impl Gateway {
         ));
         last.spawn(crate::tunnel::serve(l.ssh, core.clone(), host_key));
         last.spawn(crate::core::refresh_loop(core.clone()));
+        if let Some(c) = cluster {
+            last.spawn(cluster::membership_loop(core.clone(), c.clone()));
+            last.spawn(cluster::presence_loop(core.clone(), c));
+        }
 
         shutdown.cancelled().await;
         core.shutdown.enter(Phase::Draining);
@@ -173,6 +181,22 @@ impl Gateway {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// The core on the configured store, and this node's cluster membership when that store is
+/// PostgreSQL (shared with other nodes).
+async fn open_core(
+    config: GatewayConfig,
+) -> Result<(Arc<Core>, Option<Arc<Cluster>>), GatewayError> {
+    use crate::store::{PgStore, SqliteStore, Store};
+    if config.store.url.is_none() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.path).await?);
+        return Ok((Core::with_store(config, store).await?, None));
+    }
+    let pg = PgStore::open(&config.store).await?;
+    let cluster = Cluster::join(pg.pool().clone()).await?;
+    let core = Core::with_store(config, Arc::new(pg)).await?;
+    Ok((core, Some(cluster)))
 }
 
 fn serve_options(core: &Core, name: &'static str, tls: Option<TlsAcceptor>) -> ServeOptions {

@@ -10,6 +10,7 @@
 mod accept;
 mod api;
 mod body;
+mod cluster;
 pub mod config;
 mod conn_guard;
 mod core;

@@ -150,6 +150,17 @@ impl GatewayProc {
 
     /// [`GatewayProc::start`] with extra `key = value` lines in its `[limits]` section.
     pub async fn start_with_limits(dir: &Path, addrs: Option<&BoundAddrs>, limits: &str) -> Self {
+        Self::start_on(dir, addrs, limits, None).await
+    }
+
+    /// [`GatewayProc::start_with_limits`], its store in the PostgreSQL database `store_url`
+    /// when given (a node of a cluster).
+    pub async fn start_on(
+        dir: &Path,
+        addrs: Option<&BoundAddrs>,
+        limits: &str,
+        store_url: Option<&str>,
+    ) -> Self {
         let listen = |a: Option<std::net::SocketAddr>| {
             a.map(|a| a.to_string())
                 .unwrap_or_else(|| "127.0.0.1:0".into())
@@ -158,13 +169,14 @@ impl GatewayProc {
         let ports = crate::port_block();
         let text = format!(
             "base_domain = \"g2c.test\"\n\
-             [store]\npath = \"gateway.db\"\n\
+             [store]\npath = \"gateway.db\"\n{}\
              [http]\nlisten = \"{}\"\n\
              [ssh]\nlisten = \"{}\"\nhost_key = \"host_key\"\n\
              [backchannel]\nlisten = \"{}\"\n\
              [admin]\nlisten = \"{}\"\n\
              [tcp]\nbind = \"127.0.0.1\"\n\
              [limits]\nshutdown_grace_secs = 2\nport_range_start = {}\nport_range_end = {}\n{}",
+            store_url.map_or(String::new(), |u| format!("url = \"{u}\"\n")),
             listen(addrs.and_then(|a| a.http)),
             listen(addrs.map(|a| a.ssh)),
             listen(addrs.map(|a| a.backchannel)),

@@ -75,6 +75,13 @@ const DURATION_BUCKETS: &[f64] = &[
 families! {
     /// Tokio tasks alive in the gateway (a leak shows as a climb that never comes down).
     runtime_tasks: IntGauge = gauge("g2c_runtime_tasks", "Tokio tasks alive in the gateway");
+    /// Cluster nodes with a live lease, as this node last saw them (0 on one SQLite node).
+    cluster_nodes_alive: IntGauge = gauge("g2c_cluster_nodes_alive",
+        "Cluster nodes with a live lease, as this node last saw them");
+    /// Times this node found its cluster lease gone and joined again (`reason` is `expired`).
+    cluster_lease_lost: IntCounterVec = counters("g2c_cluster_lease_lost_total",
+        "Times this node found its cluster lease gone, closed its tunnels and joined again",
+        &["reason"]);
     /// Agents with a live tunnel.
     agents_connected: IntGauge = gauge("g2c_agents_connected", "Agents with a live tunnel");
     /// 1 while a registration's agent is connected, 0 after it left (kept so alerts can fire).

@@ -47,9 +47,18 @@ pub struct Core {
 }
 
 impl Core {
-    /// Open the store (SQLite or PostgreSQL, as configured), load credentials, start the audit log.
+    /// Open the store (SQLite or PostgreSQL, as configured), load credentials, start the
+    /// audit log.
     pub async fn open(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
-        let store: Arc<dyn Store> = crate::store::open(&config.store).await?;
+        let store = crate::store::open(&config.store).await?;
+        Self::with_store(config, store).await
+    }
+
+    /// The core on a store already open.
+    pub async fn with_store(
+        config: GatewayConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, GatewayError> {
         let auth = AuthCache::load(store.clone()).await?;
         let metrics = Metrics::new();
         let audit = audit::AuditLog::start(&config.audit, metrics.audit_dropped.clone())

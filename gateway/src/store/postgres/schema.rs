@@ -2,9 +2,10 @@
 //! start together migrate once); each runs once and is recorded.
 
 /// `(version, SQL)`; append only, never edit a released entry.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE registrations (
     id          TEXT PRIMARY KEY,
     name        TEXT,
@@ -39,4 +40,25 @@ CREATE TABLE tcp_services (
 CREATE TABLE state_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
 INSERT INTO state_version (id, version) VALUES (1, 0)
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE nodes (
+    id          TEXT PRIMARY KEY,
+    peer_addr   TEXT,
+    state       TEXT NOT NULL CHECK (state IN ('active', 'draining')),
+    started_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    lease_until TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE tunnel_presence (
+    registration_id TEXT NOT NULL,
+    node_id         TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    session_id      TEXT NOT NULL,
+    since           TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (registration_id, node_id, session_id)
+);
+CREATE INDEX tunnel_presence_node ON tunnel_presence(node_id)
+"#,
+    ),
+];
