@@ -36,6 +36,16 @@ fn psql(pg: &Postgres, db_url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The node id a gateway's log says it joined under (the latest).
+fn joined_as(gw: &GatewayProc) -> String {
+    let log = gw.proc.log_text();
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("joined the cluster"))
+        .unwrap_or_else(|| panic!("no join in the log: {log}"));
+    line.rsplit("node=").next().unwrap().trim().to_owned()
+}
+
 async fn nodes_alive(gw: &GatewayProc) -> Option<f64> {
     scrape(gw.addrs.admin)
         .await
@@ -64,21 +74,22 @@ async fn a_hung_node_is_swept_and_on_waking_drops_its_tunnels_and_rejoins() {
     let _agent = start_agent(&config, da.path().join("agent.log"));
     a.wait_connected(&reg, Duration::from_secs(10)).await;
     let first_node = psql(&pg, &url, "SELECT node_id FROM tunnel_presence");
-    let a_id = psql(
-        &pg,
-        &url,
-        "SELECT id FROM nodes ORDER BY started_at LIMIT 1",
-    );
+    let a_id = joined_as(&a);
     assert_eq!(first_node, a_id, "node A records the tunnel it holds");
 
     a.proc.signal("STOP");
     wait_until(
         Duration::from_secs(15),
         "node B sweeps the hung node",
-        || async { nodes_alive(&b).await == Some(1.0) },
+        || async {
+            // Out of lookups once the lease expires; its row (and presence) gone at the sweep
+            // that follows.
+            nodes_alive(&b).await == Some(1.0)
+                && psql(&pg, &url, "SELECT count(*) FROM tunnel_presence") == "0"
+        },
     )
     .await;
-    assert_eq!(psql(&pg, &url, "SELECT count(*) FROM tunnel_presence"), "0");
+    assert_eq!(psql(&pg, &url, "SELECT count(*) FROM nodes"), "1", "swept");
 
     a.proc.signal("CONT");
     wait_until(
@@ -102,4 +113,9 @@ async fn a_hung_node_is_swept_and_on_waking_drops_its_tunnels_and_rejoins() {
     )
     .await;
     assert!(a.proc.log_text().contains("lease was lost"));
+    assert_eq!(
+        psql(&pg, &url, "SELECT node_id FROM tunnel_presence"),
+        joined_as(&a),
+        "the tunnel is recorded under A's new id"
+    );
 }
