@@ -4,7 +4,7 @@
 //! database round trip); a background task polls the store's version counter so revocations made
 //! by the CLI or another gateway node take effect within [`REFRESH_INTERVAL`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::cidr::Cidr;
-use super::revocation::Revocations;
 use crate::store::{digest_secret, ApiKeyInfo, Registration, Store, StoreResult};
 
 /// How often the store's version is polled.
@@ -26,7 +25,9 @@ pub struct AuthSnapshot {
     /// Live registrations by id.
     pub registrations: HashMap<String, Registration>,
     keys_by_digest: HashMap<[u8; 32], ApiKeyInfo>,
-    key_ids: HashSet<String>,
+    /// A lease per live key, by key id: carried from snapshot to snapshot while the key lives,
+    /// cancelled by the reload that drops it, so the work a key opened ends with it.
+    leases: HashMap<String, CancellationToken>,
     /// Allowlists by registration, then service.
     tcp_allow: HashMap<String, HashMap<String, Vec<Cidr>>>,
 }
@@ -42,12 +43,12 @@ impl AuthSnapshot {
 
     /// IDs of the live API keys.
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        self.key_ids.iter().map(String::as_str)
+        self.leases.keys().map(String::as_str)
     }
 
-    /// Whether the key with this id is live.
-    pub fn has_key_id(&self, id: &str) -> bool {
-        self.key_ids.contains(id)
+    /// The lease of a live key: cancelled once a snapshot without the key is installed.
+    pub fn lease(&self, key_id: &str) -> Option<&CancellationToken> {
+        self.leases.get(key_id)
     }
 
     /// The live key matching this plaintext secret, if any.
@@ -65,8 +66,6 @@ pub struct AuthCache {
     reload: tokio::sync::Mutex<()>,
     /// The version of the snapshot in force, for wings that follow changes.
     version: tokio::sync::watch::Sender<i64>,
-    /// Leases of keys with live work, cancelled when a reload drops the key.
-    revocations: Revocations,
 }
 
 impl AuthCache {
@@ -77,7 +76,6 @@ impl AuthCache {
             current: RwLock::new(Arc::default()),
             reload: tokio::sync::Mutex::new(()),
             version: tokio::sync::watch::Sender::new(0),
-            revocations: Revocations::default(),
         };
         cache.refresh().await?;
         Ok(cache)
@@ -93,13 +91,6 @@ impl AuthCache {
         self.version.subscribe()
     }
 
-    /// A lease on a live key: cancelled as soon as a snapshot without the key is installed
-    /// (the key was revoked), so work the key opened can end with it.
-    pub fn lease(&self, key_id: &str) -> CancellationToken {
-        self.revocations
-            .lease(key_id, || self.snapshot().has_key_id(key_id))
-    }
-
     /// Reload unconditionally.
     pub async fn refresh(&self) -> StoreResult<Arc<AuthSnapshot>> {
         let _one_at_a_time = self.reload.lock().await;
@@ -109,7 +100,15 @@ impl AuthCache {
     async fn reload_locked(&self) -> StoreResult<Arc<AuthSnapshot>> {
         let version = self.store.version().await?;
         let data = self.store.auth_data().await?;
-        let key_ids = data.keys.iter().map(|(_, k)| k.id.clone()).collect();
+        let old = self.snapshot();
+        let leases = data
+            .keys
+            .iter()
+            .map(|(_, k)| {
+                let lease = old.leases.get(&k.id).cloned().unwrap_or_default();
+                (k.id.clone(), lease)
+            })
+            .collect();
         let snap = Arc::new(AuthSnapshot {
             version,
             registrations: data
@@ -125,7 +124,7 @@ impl AuthCache {
                     Some((digest, key))
                 })
                 .collect(),
-            key_ids,
+            leases,
             tcp_allow: data.tcp.into_iter().fold(HashMap::new(), |mut acc, t| {
                 let cidrs = t.allow.iter().filter_map(|c| c.parse().ok()).collect();
                 acc.entry(t.registration_id)
@@ -136,7 +135,14 @@ impl AuthCache {
         });
         *self.current.write().expect("auth lock poisoned") = snap.clone();
         self.version.send_replace(version);
-        self.revocations.retain(|id| snap.has_key_id(id));
+        // After the install: a request that took a lease from the old snapshot meanwhile
+        // holds one of these tokens, and sees it cancelled.
+        for (id, lease) in &old.leases {
+            if !snap.leases.contains_key(id) {
+                tracing::info!(key = %id, "key revoked: ending its live connections");
+                lease.cancel();
+            }
+        }
         Ok(snap)
     }
 

@@ -9,7 +9,6 @@ pub mod cidr;
 pub mod metrics;
 mod refresh;
 pub mod registry;
-pub mod revocation;
 
 use std::future::Future;
 use std::sync::Arc;

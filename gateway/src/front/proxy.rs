@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{BodyFault, CallerBody};
+use super::layers::api_key::KeyLease;
 use super::layers::route::Target;
 use super::layers::session::Tunnel;
 use super::pool::{self, PooledBody, SendError};
@@ -55,19 +56,17 @@ async fn proxy(
     conn: ConnInfo,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, RequestError> {
-    let (Some(target), Some(Tunnel(session)), Some(facts)) = (
+    let (Some(target), Some(Tunnel(session)), Some(facts), Some(KeyLease(lease))) = (
         req.extensions_mut().remove::<Target>(),
         req.extensions_mut().remove::<Tunnel>(),
         req.extensions_mut().remove::<Arc<Facts>>(),
+        req.extensions_mut().remove::<KeyLease>(),
     ) else {
         return Err(RequestError::Internal(
             "proxy reached without its layers".into(),
         ));
     };
     let reg = target.registration.as_str();
-    let Some(lease) = facts.key_id().map(|id| front.core.auth.lease(id)) else {
-        return Err(RequestError::Internal("proxy reached without a key".into()));
-    };
     let caller_version = req.version();
     let upgrade = (caller_version == Version::HTTP_11)
         .then(|| headers::upgrade_of(req.headers()))

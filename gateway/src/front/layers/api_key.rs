@@ -94,7 +94,7 @@ impl<S> ApiKey<S> {
     /// Admit or refuse the request with `key` (the live key it carries, if any).
     fn decide<B>(
         &mut self,
-        req: Request<B>,
+        mut req: Request<B>,
         snapshot: &AuthSnapshot,
         key: Option<&ApiKeyInfo>,
     ) -> Either<Decided<S::Response>, S::Future>
@@ -102,11 +102,22 @@ impl<S> ApiKey<S> {
         S: Service<Request<B>, Error = RequestError>,
     {
         match authorize(&req, snapshot, key) {
-            Ok(()) => Either::Right(self.inner.call(req)),
+            Ok(()) => {
+                // The key's lease from the same snapshot the key came from (an `Arc` clone):
+                // what the request opens ends when the key is revoked.
+                if let Some(lease) = key.and_then(|k| snapshot.lease(&k.id)) {
+                    req.extensions_mut().insert(KeyLease(lease.clone()));
+                }
+                Either::Right(self.inner.call(req))
+            }
             Err(e) => Either::Left(ready(Err(e))),
         }
     }
 }
+
+/// The admitted key's lease, for the proxy: cancelled when the key is revoked.
+#[derive(Clone)]
+pub struct KeyLease(pub tokio_util::sync::CancellationToken);
 
 /// The decision itself: the key must be live, its registration must exist, and the key must
 /// be scoped to the registration the request names. What is learnt goes into the [`Facts`].
