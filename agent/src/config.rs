@@ -120,6 +120,15 @@ pub struct GatewayEndpoint {
     /// Backchannel URL used at registration, kept for re-registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backchannel: Option<String>,
+    /// Tunnels kept open at once, each to a different node of a clustered gateway (the node
+    /// list comes from the gateway once the first tunnel is up; a single-node gateway sends
+    /// none, and one tunnel is kept). 1 to 4; a change takes effect at the next restart.
+    #[serde(default = "default_connections")]
+    pub connections: u8,
+}
+
+fn default_connections() -> u8 {
+    2
 }
 
 impl GatewayEndpoint {
@@ -134,6 +143,7 @@ impl GatewayEndpoint {
             host_key: answer.gateway_host_key.clone(),
             tunnel_port: answer.tunnel_port,
             backchannel,
+            connections: default_connections(),
         }
     }
 }
@@ -351,6 +361,9 @@ impl AgentConfig {
         }
         if g2c_proto::sshkeys::parse_public(&g.host_key).is_err() {
             return Err(invalid("gateway.host_key", "is not an OpenSSH public key"));
+        }
+        if !(1..=4).contains(&g.connections) {
+            return Err(invalid("gateway.connections", "must be 1 to 4"));
         }
         self.validate_services()?;
         self.validate_rest()

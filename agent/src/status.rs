@@ -56,6 +56,9 @@ pub struct StatusSnapshot {
     /// Bytes carried from local services to the gateway.
     #[serde(default)]
     pub bytes_out: u64,
+    /// Tunnels up now (more than one to a clustered gateway, each on its own node).
+    #[serde(default)]
+    pub tunnels: u32,
 }
 
 /// Shared, updatable status.
@@ -65,6 +68,20 @@ pub struct Status {
     active: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+}
+
+/// Counts one tunnel as up while it lives.
+pub struct TunnelGuard(std::sync::Arc<Status>);
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.tunnels = s.tunnels.saturating_sub(1);
+        if s.tunnels == 0 {
+            s.connected = false;
+            s.connected_since = None;
+        }
+    }
 }
 
 /// Counts one stream as active while it lives.
@@ -118,11 +135,15 @@ impl Status {
         s.registration_id = registration_id;
     }
 
-    /// The tunnel is up.
-    pub fn set_connected(&self) {
+    /// A tunnel is up until the guard drops; the agent counts as connected while any is.
+    pub fn tunnel_up(self: &std::sync::Arc<Self>) -> TunnelGuard {
         let mut s = self.lock();
-        s.connected = true;
-        s.connected_since = now_secs();
+        if s.tunnels == 0 {
+            s.connected = true;
+            s.connected_since = now_secs();
+        }
+        s.tunnels += 1;
+        TunnelGuard(self.clone())
     }
 
     /// Tunnel sessions that ended (or attempts that failed) since start.
@@ -161,12 +182,15 @@ impl Status {
         self.bytes_out.fetch_add(from_app, Ordering::Relaxed);
     }
 
-    /// The tunnel is down (or never came up) because of `error`.
+    /// A tunnel is down (or never came up) because of `error`; the agent is disconnected
+    /// once no tunnel is up.
     pub fn set_disconnected(&self, error: Option<String>) {
         let mut s = self.lock();
-        s.connected = false;
-        s.connected_since = None;
-        s.rtt_us = None;
+        if s.tunnels == 0 {
+            s.connected = false;
+            s.connected_since = None;
+            s.rtt_us = None;
+        }
         s.reconnects += 1;
         if error.is_some() {
             s.last_error = error;

@@ -12,8 +12,10 @@ pub use g2c_proto::config_error::ConfigError;
 
 use crate::core::cidr::Cidr;
 
+mod cluster;
 mod limits;
 mod store;
+pub use cluster::ClusterConfig;
 pub use limits::LimitsConfig;
 pub use store::{mask_password, StoreConfig};
 
@@ -45,6 +47,8 @@ pub struct GatewayConfig {
     /// `X-Forwarded-For` appended to and its `X-Request-Id` kept; from anyone else the gateway
     /// sets both itself (the caller's id goes on as `X-Caller-Request-Id`).
     pub trusted_proxies: Vec<String>,
+    /// The peer link to the other nodes, when the store is shared (PostgreSQL).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Where the audit log goes: a size-rotated file and/or stdout (neither: off).
@@ -192,6 +196,7 @@ impl Default for GatewayConfig {
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
             trusted_proxies: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -265,6 +270,9 @@ impl GatewayConfig {
         if let Some(f) = &mut self.admin.token_file {
             fix(f);
         }
+        if let Some(c) = &mut self.cluster {
+            c.resolve_relative_to(dir);
+        }
     }
 
     /// The `trusted_proxies` networks (every entry parses once the config is validated).
@@ -303,6 +311,15 @@ impl GatewayConfig {
         }
         self.limits.validate()?;
         self.store.validate()?;
+        if let Some(c) = &self.cluster {
+            if self.store.url.is_none() {
+                return invalid(
+                    "cluster",
+                    "a cluster needs a shared store: set store.url to the PostgreSQL database",
+                );
+            }
+            c.validate()?;
+        }
         if self.audit.max_bytes < 4096 {
             return invalid("audit.max_bytes", "must be at least 4096");
         }

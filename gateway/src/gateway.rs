@@ -20,6 +20,7 @@ use crate::api::backchannel::{self, Backchannel};
 use crate::body::ProxyBody;
 use crate::cluster::{self, Cluster};
 use crate::config::GatewayConfig;
+use crate::core::remote::Remote;
 use crate::core::Core;
 use crate::error::GatewayError;
 use crate::front::Front;
@@ -31,6 +32,8 @@ use crate::{hostkey, tls};
 
 /// How long agents told to go away get to leave before their tunnels are closed.
 const GO_AWAY_GRACE: Duration = Duration::from_millis(500);
+/// The same in a cluster, where an agent first opens its replacement tunnel on another node.
+const CLUSTER_GO_AWAY_GRACE: Duration = Duration::from_secs(5);
 
 /// A gateway with its listeners bound and its state loaded, ready to serve.
 pub struct Gateway {
@@ -75,7 +78,7 @@ impl Gateway {
         }
         let host_key = hostkey::load_or_generate(&config.ssh.host_key)?;
         let admin_gate = AdminGate::load(&config)?;
-        let (core, cluster) = open_core(config).await?;
+        let (core, cluster) = open_core(config, &listeners).await?;
         Ok(Self {
             listeners,
             core,
@@ -112,8 +115,12 @@ impl Gateway {
                 .map(|a| a.port())
                 .unwrap_or(core.config.ssh.listen.port()),
         };
-        let front = Front::new(core.clone());
-        let tcp = PublicTcp::start(core.clone());
+        let remote = cluster
+            .as_ref()
+            .and_then(|c| c.forwarder.clone())
+            .map(|f| f as Arc<dyn Remote>);
+        let front = Front::new(core.clone(), remote.clone());
+        let tcp = PublicTcp::start(core.clone(), remote);
         let admin = Arc::new(Admin {
             core: core.clone(),
             tcp,
@@ -146,6 +153,9 @@ impl Gateway {
         let bc_opts = opts("backchannel", backchannel_tls);
         draining.spawn(serve(l.backchannel, bc_opts, make, until(Phase::Draining)));
         let make = move |_| handler(admin.clone(), admin::handle);
+        if let (Some(peer), Some(tls)) = (l.peer, cluster.as_ref().and_then(|c| c.tls.clone())) {
+            draining.spawn(cluster::peer_server::serve(peer, core.clone(), tls));
+        }
         let mut last = JoinSet::new();
         last.spawn(serve(
             l.admin,
@@ -157,15 +167,26 @@ impl Gateway {
         last.spawn(crate::core::refresh_loop(core.clone()));
         if let Some(c) = cluster {
             last.spawn(cluster::membership_loop(core.clone(), c.clone()));
-            last.spawn(cluster::presence_loop(core.clone(), c));
+            last.spawn(cluster::presence_loop(core.clone(), c.clone()));
+            last.spawn(cluster::presence::poll_loop(core.clone(), c));
         }
 
         shutdown.cancelled().await;
+        if let Some(c) = &core.config.cluster {
+            // Still serving, not ready: the load balancer's health check and the peers
+            // (the node is marked draining) take this node out before it stops accepting.
+            core.shutdown.enter(Phase::Announcing);
+            tokio::time::sleep(Duration::from_millis(c.drain_announce_ms)).await;
+        }
         core.shutdown.enter(Phase::Draining);
         draining.join_all().await;
         core.shutdown.enter(Phase::GoingAway);
         core.registry.go_away_all();
-        let _ = tokio::time::timeout(GO_AWAY_GRACE, core.registry.emptied()).await;
+        let grace = match core.config.cluster {
+            Some(_) => CLUSTER_GO_AWAY_GRACE,
+            None => GO_AWAY_GRACE,
+        };
+        let _ = tokio::time::timeout(grace, core.registry.emptied()).await;
         core.shutdown.enter(Phase::Aborting);
         core.registry.close_all("gateway shutting down");
         last.join_all().await;
@@ -184,19 +205,51 @@ impl Gateway {
 }
 
 /// The core on the configured store, and this node's cluster membership when that store is
-/// PostgreSQL (shared with other nodes).
+/// PostgreSQL (shared with other nodes), with its peer link when `[cluster]` is configured.
 async fn open_core(
     config: GatewayConfig,
+    listeners: &Listeners,
 ) -> Result<(Arc<Core>, Option<Arc<Cluster>>), GatewayError> {
     use crate::store::{PgStore, SqliteStore, Store};
     if config.store.url.is_none() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.path).await?);
         return Ok((Core::with_store(config, store).await?, None));
     }
+    let tls = config
+        .cluster
+        .as_ref()
+        .map(cluster::peer_tls::PeerTls::load)
+        .transpose()?;
+    if tls.is_none() {
+        tracing::warn!("store.url without [cluster]: this node shares the store but forwards nothing to other nodes and takes no forwards");
+    }
+    let addrs = node_addrs(&config, listeners);
     let pg = PgStore::open(&config.store).await?;
-    let cluster = Cluster::join(pg.pool().clone()).await?;
+    let pool = pg.pool().clone();
     let core = Core::with_store(config, Arc::new(pg)).await?;
+    let cluster = Cluster::join(pool, addrs, tls, &core.metrics).await?;
     Ok((core, Some(cluster)))
+}
+
+/// Where peers and agents reach this node: the advertised addresses, or the bound ones.
+fn node_addrs(config: &GatewayConfig, listeners: &Listeners) -> cluster::nodes::NodeAddrs {
+    let Some(c) = &config.cluster else {
+        return Default::default();
+    };
+    let bound = listeners.addrs().ok();
+    let peer = c
+        .peer_advertise
+        .clone()
+        .or_else(|| bound.as_ref().and_then(|b| b.peer).map(|a| a.to_string()));
+    let ssh = c.ssh_advertise.clone().or_else(|| {
+        let addr = bound.as_ref()?.ssh;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "the SSH listener binds every address: set cluster.ssh_advertise so agents can reach this node directly");
+            return None;
+        }
+        Some(addr.to_string())
+    });
+    cluster::nodes::NodeAddrs { peer, ssh }
 }
 
 fn serve_options(core: &Core, name: &'static str, tls: Option<TlsAcceptor>) -> ServeOptions {

@@ -81,11 +81,11 @@ pub mod fuzzing {
             });
             let admin = Arc::new(Admin {
                 core: core.clone(),
-                tcp: crate::public_tcp::PublicTcp::start(core.clone()),
+                tcp: crate::public_tcp::PublicTcp::start(core.clone(), None),
                 gate: AdminGate::new(ADMIN_TOKEN, Vec::new(), true),
             });
             Ok(Self {
-                front: Front::new(core.clone()),
+                front: Front::new(core.clone(), None),
                 core,
                 backchannel,
                 admin,

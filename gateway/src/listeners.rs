@@ -18,6 +18,8 @@ pub struct Listeners {
     pub backchannel: TcpListener,
     /// Admin API and metrics.
     pub admin: TcpListener,
+    /// The cluster's peer link (with a `[cluster]` section).
+    pub peer: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -43,6 +45,10 @@ impl Listeners {
             ssh: one("ssh", config.ssh.listen).await?,
             backchannel: one("backchannel", config.backchannel.listen).await?,
             admin: one("admin", config.admin.listen).await?,
+            peer: match &config.cluster {
+                Some(c) => Some(one("peer", c.peer_listen).await?),
+                None => None,
+            },
         })
     }
 }
@@ -60,6 +66,9 @@ pub struct BoundAddrs {
     pub backchannel: std::net::SocketAddr,
     /// Admin.
     pub admin: std::net::SocketAddr,
+    /// The cluster's peer link.
+    #[serde(default)]
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Listeners {
@@ -71,6 +80,7 @@ impl Listeners {
             ssh: self.ssh.local_addr()?,
             backchannel: self.backchannel.local_addr()?,
             admin: self.admin.local_addr()?,
+            peer: self.peer.as_ref().map(|l| l.local_addr()).transpose()?,
         })
     }
 }

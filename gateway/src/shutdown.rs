@@ -1,11 +1,14 @@
 //! The gateway's one shutdown, in named phases. Each part of the gateway waits for the phase
 //! that concerns it, so the order lives here and nowhere else:
 //!
-//! 1. [`Phase::Draining`]: readiness turns false and the HTTP listeners stop accepting; their
-//!    requests in flight get the grace period.
-//! 2. [`Phase::GoingAway`]: requests are done; public TCP ports close and agents are told to go
+//! 1. [`Phase::Announcing`] (cluster nodes only): readiness turns false and the node is marked
+//!    draining for its peers, while it still serves everything, long enough for the load
+//!    balancer's health check to take it out (`cluster.drain_announce_ms`).
+//! 2. [`Phase::Draining`]: the HTTP listeners stop accepting; their requests in flight (and
+//!    peers' streams through this node's tunnels) get the grace period.
+//! 3. [`Phase::GoingAway`]: requests are done; public TCP ports close and agents are told to go
 //!    away (so they reconnect elsewhere at once instead of waiting for a keepalive to fail).
-//! 3. [`Phase::Aborting`]: what is left is closed: tunnels, the SSH listener, the admin API.
+//! 4. [`Phase::Aborting`]: what is left is closed: tunnels, the SSH listener, the admin API.
 
 use tokio::sync::watch;
 
@@ -14,6 +17,8 @@ use tokio::sync::watch;
 pub enum Phase {
     /// Serving.
     Running,
+    /// Still serving, but not ready: the load balancer and the peers are being told.
+    Announcing,
     /// Not accepting callers; in-flight requests finishing.
     Draining,
     /// Requests done; agents told to go away.

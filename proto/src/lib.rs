@@ -20,6 +20,7 @@ pub mod handshake;
 pub mod messages;
 pub mod mux;
 mod mux_stream;
+pub mod peer;
 pub mod registration;
 pub mod rotate;
 pub mod signal;
@@ -29,7 +30,7 @@ pub mod tuning;
 
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use messages::{
-    Ack, AckCode, AgentReport, ControlMessage, ServiceDecl, ServiceHealth, ServiceKind,
+    Ack, AckCode, AgentReport, ControlMessage, NodeAddr, ServiceDecl, ServiceHealth, ServiceKind,
     StreamHeader,
 };
 

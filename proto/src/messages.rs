@@ -72,12 +72,31 @@ pub enum ControlMessage {
         /// Human-readable reason, for logs.
         reason: String,
     },
+    /// Gateway → agent, in a cluster: the node this tunnel is on, and the active nodes an
+    /// agent may keep its other tunnels on. Sent after Welcome and whenever the set changes;
+    /// a single-node gateway never sends it.
+    Nodes {
+        /// The node this tunnel is on.
+        this: String,
+        /// Every active node agents may dial.
+        nodes: Vec<NodeAddr>,
+    },
     /// Agent → gateway, once per heartbeat interval: the agent's own figures, so an operator's
     /// one scrape of the gateway covers agents that sit behind NAT.
     Report {
         /// The figures.
         report: AgentReport,
     },
+}
+
+/// A gateway node an agent may dial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddr {
+    /// The node's id (new at each start of the node).
+    pub id: String,
+    /// `host:port` of its SSH listener.
+    pub ssh: String,
 }
 
 /// The agent's own figures, relayed by the gateway as per-registration metrics.

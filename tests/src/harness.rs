@@ -167,6 +167,10 @@ impl TestGateway {
             ssh: bind(prev.map(|a| a.ssh)).await,
             backchannel: bind(prev.map(|a| a.backchannel)).await,
             admin: bind(prev.map(|a| a.admin)).await,
+            peer: match &config.cluster {
+                Some(c) => Some(bind(Some(c.peer_listen)).await),
+                None => None,
+            },
         };
         config.validate().unwrap();
         let addrs = listeners.addrs().unwrap();

@@ -78,9 +78,11 @@ impl client::Handler for ClientHandler {
     }
 }
 
-/// Dial the gateway of `config` and get the tunnel's forwarded channel.
+/// Dial the gateway of `config` at `addr` (`host:port`: the configured endpoint, or one node
+/// of a cluster) and get the tunnel's forwarded channel.
 pub(super) async fn connect(
     config: &AgentConfig,
+    addr: &str,
 ) -> Result<(client::Handle<ClientHandler>, Channel<Msg>), TunnelError> {
     let key = Arc::new(
         sshkeys::read_private_key(&config.key_file)
@@ -98,7 +100,7 @@ pub(super) async fn connect(
         mismatch: mismatch.clone(),
     };
     let setup = async {
-        let tcp = tokio::net::TcpStream::connect((g.ssh_host.as_str(), g.ssh_port))
+        let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| TunnelError::Ssh(russh::Error::from(e)))?;
         let _ = tcp.set_nodelay(true);

@@ -1,5 +1,5 @@
 //! The agent's side of the control stream once the tunnel is up: a reader task that takes the
-//! gateway's heartbeat acks (and round-trip times) and its GoAway, and the heartbeat sender's
+//! gateway's heartbeat acks (and round-trip times), its node list and its GoAway, and the heartbeat sender's
 //! bookkeeping (three unanswered beats mean the gateway is gone).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +15,14 @@ use tracing::Instrument;
 
 use super::{SessionEnd, TunnelError};
 use crate::status::Status;
+
+/// Where a `Nodes` message goes: the fleet's picture, as heard by this slot.
+pub(super) struct NodesHeard {
+    /// The agent's tunnels.
+    pub fleet: Arc<super::fleet::Fleet>,
+    /// This session's slot.
+    pub slot: usize,
+}
 
 /// Unanswered heartbeats after which the gateway counts as gone.
 const MAX_UNANSWERED: u64 = 3;
@@ -36,6 +44,7 @@ impl Heartbeat {
         read: ReadHalf<MuxStream>,
         write: WriteHalf<MuxStream>,
         status: Arc<Status>,
+        heard: NodesHeard,
     ) -> Self {
         let beat = Self {
             write,
@@ -51,6 +60,7 @@ impl Heartbeat {
             beat.last_sent.clone(),
             beat.go_away.clone(),
             status,
+            heard,
         );
         let done = beat.done.clone();
         tokio::spawn(
@@ -103,6 +113,7 @@ async fn read_gateway(
     last_sent: Arc<Mutex<(u64, Instant)>>,
     go_away: Arc<AtomicBool>,
     status: Arc<Status>,
+    heard: NodesHeard,
 ) {
     loop {
         match read_frame::<ControlMessage, _>(&mut read).await {
@@ -117,6 +128,10 @@ async fn read_gateway(
                 tracing::info!(%reason, "gateway asked us to reconnect");
                 go_away.store(true, Ordering::SeqCst);
                 return;
+            }
+            Ok(Some(ControlMessage::Nodes { this, nodes })) => {
+                tracing::debug!(node = %this, nodes = nodes.len(), "the gateway named its nodes");
+                heard.fleet.heard(heard.slot, this, nodes);
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,

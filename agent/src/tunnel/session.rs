@@ -14,7 +14,8 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::heartbeat::Heartbeat;
+use super::fleet::{Fleet, Target};
+use super::heartbeat::{Heartbeat, NodesHeard};
 use super::{connect, SessionEnd, TunnelError};
 use crate::config::AgentConfig;
 use crate::splice::{serve_stream, service_map, ServiceMap};
@@ -24,18 +25,37 @@ use crate::supervisor::Supervisor;
 /// How long in-flight streams get to finish on shutdown.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a tunnel the gateway told to go away stays open while its replacement connects.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Which tunnel of the agent's fleet a session is, and where it dials.
+pub(super) struct Link {
+    /// The agent's tunnels.
+    pub fleet: Arc<Fleet>,
+    /// This session's slot.
+    pub slot: usize,
+    /// Where to dial.
+    pub target: Target,
+    /// The slot's previous tunnel, told to go away and kept open until this one is up:
+    /// cancelled once it is.
+    pub release: Option<CancellationToken>,
+    /// Cancelled when this tunnel, told to go away, may close (its replacement is up).
+    pub let_go: CancellationToken,
+}
+
 /// One connection: returns when the tunnel ends (Ok if closed by shutdown or the gateway).
 pub(super) async fn session(
     supervisor: &Supervisor,
     config: &AgentConfig,
     shutdown: &CancellationToken,
+    link: &Link,
 ) -> Result<SessionEnd, TunnelError> {
     let status = supervisor.status().clone();
     let mut reconnects = supervisor.subscribe_reconnect();
     let mut config_changes = supervisor.subscribe_config();
     reconnects.mark_unchanged();
     config_changes.mark_unchanged();
-    let (handle, channel) = connect::connect(config).await?;
+    let (handle, channel) = connect::connect(config, &link.target.addr).await?;
     let (mux, inbound) = mux::spawn(channel.into_stream().compat(), Mode::Server);
     let mut control = mux
         .open()
@@ -49,15 +69,30 @@ pub(super) async fn session(
             other => TunnelError::Control(other.to_string()),
         })?;
     status.set_rtt(hello_sent.elapsed());
-    status.set_connected();
-    tracing::info!(services = config.services.len(), "tunnel up");
+    let _up = status.tunnel_up();
+    if let Some(previous) = &link.release {
+        previous.cancel();
+    }
+    tracing::info!(
+        services = config.services.len(),
+        slot = link.slot,
+        "tunnel up"
+    );
     let (read, write) = tokio::io::split(control);
     let services = Arc::new(service_map(&config.services, None));
     let (health_tx, health_rx) = mpsc::channel(1);
     let mut s = Session {
         config: config.clone(),
         status: status.clone(),
-        heartbeat: Heartbeat::start(read, write, status),
+        heartbeat: Heartbeat::start(
+            read,
+            write,
+            status,
+            NodesHeard {
+                fleet: link.fleet.clone(),
+                slot: link.slot,
+            },
+        ),
         prober: start_prober(services.clone(), welcome.heartbeat, health_tx.clone()),
         services,
         interval: welcome.heartbeat,
@@ -76,11 +111,30 @@ pub(super) async fn session(
         )
         .await;
     s.prober.abort();
-    s.streams.abort_all();
-    s.mux.close();
-    let _ = handle
-        .disconnect(russh::Disconnect::ByApplication, "agent closing", "en")
-        .await;
+    link.fleet.lost(link.slot);
+    let Session {
+        mut streams, mux, ..
+    } = s;
+    let close = async move {
+        streams.abort_all();
+        mux.close();
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "agent closing", "en")
+            .await;
+    };
+    if matches!(result, Ok(SessionEnd::GoAway)) && !shutdown.is_cancelled() {
+        // Told to go away: the streams in flight finish while the replacement connects.
+        let let_go = link.let_go.clone();
+        tokio::spawn(
+            async move {
+                let _ = tokio::time::timeout(LINGER, let_go.cancelled()).await;
+                close.await;
+            }
+            .in_current_span(),
+        );
+    } else {
+        close.await;
+    }
     result
 }
 

@@ -3,32 +3,68 @@
 //! records which registrations' tunnels it holds, and marks itself draining at shutdown. A
 //! node that finds its lease gone (it hung past the lease, and was swept) closes every tunnel
 //! it holds, so nothing stale is served, and joins again under a new id.
+//!
+//! With a `[cluster]` section the node also has a peer link: [`peer_server`] takes other
+//! nodes' streams to the tunnels it holds, [`forward::Forwarder`] reaches tunnels other nodes
+//! hold (known from [`presence`]), for the front door and the public TCP ports alike.
 
+pub mod forward;
 pub mod nodes;
+pub mod peer_server;
+pub mod peer_tls;
+pub mod presence;
 
 use std::sync::{Arc, RwLock};
 
 use sqlx::PgPool;
 
+use crate::core::metrics::Metrics;
 use crate::core::registry::SessionEvent;
 use crate::core::Core;
 use crate::shutdown::Phase;
 use crate::store::StoreResult;
+use nodes::NodeAddrs;
+use peer_tls::PeerTls;
+use presence::Presence;
 
 /// This node's membership.
 pub struct Cluster {
     pool: PgPool,
     node: RwLock<String>,
+    addrs: NodeAddrs,
+    /// Other nodes' tunnels as last read.
+    pub presence: Arc<Presence>,
+    /// The dialling half of the peer link, when this node has one.
+    pub forwarder: Option<Arc<forward::Forwarder>>,
+    /// The peer link's TLS, when this node has one.
+    pub tls: Option<PeerTls>,
 }
 
 impl Cluster {
-    /// Join the cluster on `pool`.
-    pub async fn join(pool: PgPool) -> StoreResult<Arc<Self>> {
-        let id = nodes::join(&pool, None).await?;
-        tracing::info!(node = %id, "joined the cluster");
+    /// Join the cluster on `pool`, reachable at `addrs`, with the peer link's `tls` if any.
+    pub async fn join(
+        pool: PgPool,
+        addrs: NodeAddrs,
+        tls: Option<PeerTls>,
+        metrics: &Metrics,
+    ) -> StoreResult<Arc<Self>> {
+        let id = nodes::join(&pool, &addrs).await?;
+        tracing::info!(node = %id, peer = ?addrs.peer, ssh = ?addrs.ssh, "joined the cluster");
+        let presence = Arc::new(Presence::default());
+        let forwarder = tls.clone().map(|t| {
+            Arc::new(forward::Forwarder::new(
+                presence.clone(),
+                t,
+                metrics.clone(),
+            ))
+        });
         Ok(Arc::new(Self {
             pool,
             node: RwLock::new(id),
+            addrs,
+            presence,
+            forwarder,
+            tls,
         }))
     }
 
@@ -43,7 +79,7 @@ impl Cluster {
 pub async fn membership_loop(core: Arc<Core>, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(nodes::RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let draining = core.shutdown.reached(Phase::Draining);
+    let draining = core.shutdown.reached(Phase::Announcing);
     let stop = core.shutdown.reached(Phase::Aborting);
     tokio::pin!(draining, stop);
     let mut marked = false;
@@ -83,7 +119,7 @@ async fn renew_or_rejoin(core: &Core, cluster: &Cluster) {
                 .with_label_values(&["expired"])
                 .inc();
             core.registry.close_all("the node's cluster lease was lost");
-            match nodes::join(&cluster.pool, None).await {
+            match nodes::join(&cluster.pool, &cluster.addrs).await {
                 Ok(new) => {
                     tracing::info!(node = %new, "joined the cluster again");
                     *cluster.node.write().expect("node lock poisoned") = new;

@@ -32,15 +32,25 @@ fn lease_secs() -> f64 {
     LEASE.as_secs_f64()
 }
 
+/// Where a node is reached: by its peers, and by agents for a tunnel of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeAddrs {
+    /// The peer link's address (none: this node forwards nothing and takes no forwards).
+    pub peer: Option<String>,
+    /// The SSH address agents dial for this node.
+    pub ssh: Option<String>,
+}
+
 /// Add a node with a fresh id and a lease; its id.
-pub async fn join(pool: &PgPool, peer_addr: Option<&str>) -> StoreResult<String> {
+pub async fn join(pool: &PgPool, addrs: &NodeAddrs) -> StoreResult<String> {
     let id = random_id(12);
     sqlx::query(
-        "INSERT INTO nodes (id, peer_addr, state, lease_until)
-         VALUES ($1, $2, 'active', now() + make_interval(secs => $3))",
+        "INSERT INTO nodes (id, peer_addr, ssh_addr, state, lease_until)
+         VALUES ($1, $2, $3, 'active', now() + make_interval(secs => $4))",
     )
     .bind(&id)
-    .bind(peer_addr)
+    .bind(&addrs.peer)
+    .bind(&addrs.ssh)
     .bind(lease_secs())
     .execute(pool)
     .await?;
@@ -153,4 +163,48 @@ pub async fn tunnel_down(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// A tunnel another node holds, as the presence table says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The registration.
+    pub registration: String,
+    /// The holding node.
+    pub node: String,
+    /// Its peer-link address.
+    pub peer_addr: String,
+}
+
+/// Tunnels held by active nodes other than `me` that have a peer link, oldest tunnel first.
+pub async fn holdings(pool: &PgPool, me: &str) -> StoreResult<Vec<Holding>> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT p.registration_id, n.id, n.peer_addr
+         FROM tunnel_presence p JOIN nodes n ON n.id = p.node_id
+         WHERE n.lease_until > now() AND n.state = 'active' AND n.id <> $1
+           AND n.peer_addr IS NOT NULL
+         ORDER BY p.since",
+    )
+    .bind(me)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(registration, node, peer_addr)| Holding {
+            registration,
+            node,
+            peer_addr,
+        })
+        .collect())
+}
+
+/// Active nodes agents may dial: `(id, ssh address)`, in start order.
+pub async fn agent_nodes(pool: &PgPool) -> StoreResult<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, ssh_addr FROM nodes
+         WHERE lease_until > now() AND state = 'active' AND ssh_addr IS NOT NULL
+         ORDER BY started_at, id",
+    )
+    .fetch_all(pool)
+    .await?)
 }

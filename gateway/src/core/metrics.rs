@@ -82,6 +82,30 @@ families! {
     cluster_lease_lost: IntCounterVec = counters("g2c_cluster_lease_lost_total",
         "Times this node found its cluster lease gone, closed its tunnels and joined again",
         &["reason"]);
+    /// Tunnels this node holds (the registry's sessions), as recorded for the other nodes.
+    cluster_tunnels_held: IntGauge = gauge("g2c_cluster_tunnels_held",
+        "Agent tunnels this node holds and records in the cluster's presence table");
+    /// Registrations whose tunnel another active node holds, as this node last heard.
+    cluster_remote_tunnels: IntGauge = gauge("g2c_cluster_remote_tunnels",
+        "Registrations whose tunnel another active node holds, as this node last heard");
+    /// Peer-link streams open now, by `direction` (`out`: this node forwards; `in`: a peer
+    /// forwards through this node's tunnel).
+    peer_streams_open: IntGaugeVec = gauges("g2c_peer_streams_open",
+        "Peer-link streams open now, by direction", &["direction"]);
+    /// Streams forwarded to another node, by `outcome` (`ok`, `next` tried another holder,
+    /// `refused` the agent said no, `unreachable` no holder took it).
+    peer_forwarded: IntCounterVec = counters("g2c_peer_forwarded_total",
+        "Streams this node forwarded over the peer link, by outcome", &["outcome"]);
+    /// Peer-link connections that failed, by `reason` (`connect`, `tls`, `closed`).
+    peer_link_failures: IntCounterVec = counters("g2c_peer_link_failures_total",
+        "Peer-link connections to other nodes that failed, by reason", &["reason"]);
+    /// Credential snapshots applied from the shared store (another node's change, or ours).
+    credentials_applied: IntCounter = IntCounter::new("g2c_cluster_credentials_applied_total",
+        "Credential snapshots applied from the shared store after a change")
+        .expect("valid metric");
+    /// Store operations that failed because the database was unreachable, by `op`.
+    db_errors: IntCounterVec = counters("g2c_store_unavailable_total",
+        "Store operations that failed because the database was unreachable", &["op"]);
     /// Agents with a live tunnel.
     agents_connected: IntGauge = gauge("g2c_agents_connected", "Agents with a live tunnel");
     /// 1 while a registration's agent is connected, 0 after it left (kept so alerts can fire).

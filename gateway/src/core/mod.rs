@@ -9,6 +9,7 @@ pub mod cidr;
 pub mod metrics;
 mod refresh;
 pub mod registry;
+pub mod remote;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub struct Core {
     pub audit: audit::AuditLog,
     /// The gateway's shutdown phases.
     pub shutdown: Shutdown,
+    /// The cluster's nodes as agents are told of them (kept by the cluster wing; `None` on a
+    /// single node).
+    pub nodes: tokio::sync::watch::Sender<Option<std::sync::Arc<remote::NodesView>>>,
     tasks: TaskTracker,
 }
 
@@ -70,13 +74,14 @@ impl Core {
             metrics,
             audit,
             shutdown: Shutdown::default(),
+            nodes: tokio::sync::watch::Sender::new(None),
             tasks: TaskTracker::new(),
         }))
     }
 
     /// Whether the gateway takes new work (false from the first phase of shutdown on).
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.reached_now(Phase::Draining)
+        !self.shutdown.reached_now(Phase::Announcing)
     }
 
     /// Spawn a task of the gateway, tracked (shutdown waits for it) and inside `span`.

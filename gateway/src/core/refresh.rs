@@ -27,9 +27,11 @@ pub async fn refresh_loop(core: Arc<Core>) {
             // A stale snapshot may lack a registration made a moment ago: close nothing on
             // its word.
             tracing::warn!(error = %e, "store poll failed");
+            core.metrics.db_errors.with_label_values(&["poll"]).inc();
         } else {
             let snap = core.auth.snapshot();
             if snap.version != seen.version {
+                core.metrics.credentials_applied.inc();
                 count_events(&core.metrics, &seen, &snap);
                 seen = snap.clone();
             }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 
 use crate::core::registry::SessionEvent;
+use crate::core::remote::Remote;
 use crate::core::Core;
 pub use crate::http_serve::ConnInfo;
 use crate::http_serve::ConnService;
@@ -36,14 +37,16 @@ use ratelimit::RateLimiter;
 /// The front door's own state.
 pub struct Front {
     core: Arc<Core>,
+    remote: Option<Arc<dyn Remote>>,
     pools: pool::Pools,
     rate: RateLimit,
     base_domain: Arc<str>,
 }
 
 impl Front {
-    /// The front door of `core`; follows the registry to drop the pools of ended sessions.
-    pub fn new(core: Arc<Core>) -> Arc<Self> {
+    /// The front door of `core` (and of the tunnels other nodes hold, through `remote`);
+    /// follows the registry to drop the pools of ended sessions.
+    pub fn new(core: Arc<Core>, remote: Option<Arc<dyn Remote>>) -> Arc<Self> {
         let limits = &core.config.limits;
         let front = Arc::new(Self {
             pools: pool::Pools::new(limits.upstream_pool_idle_per_agent),
@@ -59,6 +62,7 @@ impl Front {
             },
             base_domain: core.config.base_domain.as_str().into(),
             core: core.clone(),
+            remote,
         });
         let events = core.registry.subscribe();
         let weak = Arc::downgrade(&front);
@@ -117,6 +121,7 @@ pub fn stack(front: &Arc<Front>, conn: ConnInfo) -> impl ConnService {
         .layer(CheckLayer(SessionCheck {
             core: core.clone(),
             max_inflight: limits.registration_max_inflight,
+            remote: front.remote.clone(),
         }))
         .layer(TimeoutLayer {
             limit: limits.upstream_timeout(),

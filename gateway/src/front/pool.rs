@@ -15,6 +15,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use g2c_proto::handshake::open_data_stream;
 use g2c_proto::mux::MuxStream;
+use g2c_proto::peer::Dial;
 use g2c_proto::StreamHeader;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -26,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::body::CallerBody;
 use crate::core::metrics::GaugeGuard;
 use crate::core::registry::AgentSession;
+use crate::core::remote::Remote;
 use crate::core::Core;
 use crate::error::RequestError;
 
@@ -152,6 +154,43 @@ pub async fn send(
     }
 }
 
+/// Send `req` once through a node that holds the registration's tunnel, on a fresh stream of
+/// the peer link (not pooled: a stream through another node must end with its request, so
+/// that node's drain can finish and a holder that went is never reused).
+pub async fn send_remote(
+    core: &Core,
+    remote: &dyn Remote,
+    registration: &str,
+    caller: std::net::SocketAddr,
+    req: Request<CallerBody>,
+) -> Result<Sent, SendError> {
+    let dial = Dial::new(registration, None, "fwd", caller.to_string());
+    let stream = remote
+        .open(dial)
+        .await
+        .map_err(|e| SendError::Connect(RequestError::from_open(e, registration, "http")))?;
+    let open = (
+        GaugeGuard::new(
+            core.metrics
+                .active_streams
+                .with_label_values(&[registration]),
+        ),
+        GaugeGuard::new(core.metrics.peer_streams_open.with_label_values(&["out"])),
+    );
+    let io = TunnelIo {
+        stream,
+        _open: open.0,
+        _peer: Some(open.1),
+    };
+    let mut sender = handshake(core, io, registration, "http")
+        .await
+        .map_err(SendError::Connect)?;
+    match sender.try_send_request(req).await {
+        Ok(response) => Ok(Sent { response, sender }),
+        Err(e) => Err(SendError::Http(e.into_error())),
+    }
+}
+
 /// Open a data stream to the session's HTTP service and start HTTP/1.1 on it.
 async fn connect(
     core: &Core,
@@ -172,7 +211,18 @@ async fn connect(
     let io = TunnelIo {
         stream,
         _open: GaugeGuard::new(core.metrics.active_streams.with_label_values(&[reg])),
+        _peer: None,
     };
+    handshake(core, io, reg, service).await
+}
+
+/// Start HTTP/1.1 on a data stream, its connection driven by a task of the gateway.
+async fn handshake(
+    core: &Core,
+    io: TunnelIo,
+    reg: &str,
+    service: &str,
+) -> Result<SendRequest<CallerBody>, RequestError> {
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -181,7 +231,7 @@ async fn connect(
             service: service.to_owned(),
             detail: format!("HTTP/1.1 handshake on the data stream failed: {e}"),
         })?;
-    let span = tracing::debug_span!("upstream", registration = reg, session = session.id);
+    let span = tracing::debug_span!("upstream", registration = reg);
     core.spawn(span, async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -245,10 +295,12 @@ impl Body for PooledBody {
     }
 }
 
-/// A data stream as an upstream connection, counted in `g2c_active_streams` while it lives.
+/// A data stream as an upstream connection, counted in `g2c_active_streams` (and, through
+/// another node, in `g2c_peer_streams_open`) while it lives.
 struct TunnelIo {
     stream: MuxStream,
     _open: GaugeGuard,
+    _peer: Option<GaugeGuard>,
 }
 
 impl AsyncRead for TunnelIo {

@@ -26,6 +26,8 @@ use super::record::Facts;
 use super::revoke::Revocable;
 use super::{headers, route, ConnInfo, Front};
 use crate::body::ProxyBody;
+use crate::core::registry::AgentSession;
+use crate::core::remote::Remote;
 use crate::error::RequestError;
 
 /// The proxy service of one connection.
@@ -56,7 +58,7 @@ async fn proxy(
     conn: ConnInfo,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, RequestError> {
-    let (Some(target), Some(Tunnel(session)), Some(facts), Some(KeyLease(lease))) = (
+    let (Some(target), Some(tunnel), Some(facts), Some(KeyLease(lease))) = (
         req.extensions_mut().remove::<Target>(),
         req.extensions_mut().remove::<Tunnel>(),
         req.extensions_mut().remove::<Arc<Facts>>(),
@@ -77,8 +79,26 @@ async fn proxy(
     let upstream_req = rewrite(req, target.rewritten, conn, upgrade.as_ref())
         .map(|body| CallerBody::new(body, facts, max_body, fault.clone()));
 
-    let pool = front.pools.get(&session);
-    let sending = pool::send(&front.core, &pool, &session, upstream_req);
+    let upstream = match &tunnel {
+        Tunnel::Local(session) => Upstream::Local(session, front.pools.get(session)),
+        Tunnel::Remote(remote) => Upstream::Remote(remote.as_ref()),
+    };
+    let sending: BoxFuture<'_, _> = match &upstream {
+        Upstream::Local(session, pool) => {
+            Box::pin(pool::send(&front.core, pool, session, upstream_req))
+        }
+        Upstream::Remote(remote) => Box::pin(pool::send_remote(
+            &front.core,
+            *remote,
+            reg,
+            conn.peer,
+            upstream_req,
+        )),
+    };
+    let service = || match &tunnel {
+        Tunnel::Local(s) => s.http_service().unwrap_or("http").to_owned(),
+        Tunnel::Remote(_) => "http".to_owned(),
+    };
     let sent = match lease.run_until_cancelled(sending).await {
         None => return Err(RequestError::Unauthorized),
         Some(Ok(sent)) => sent,
@@ -87,12 +107,12 @@ async fn proxy(
             return Err(match CallerBody::fault(&fault) {
                 BodyFault::Malformed => RequestError::BadRequest("malformed request body".into()),
                 BodyFault::TooLarge => RequestError::PayloadTooLarge(max_body),
-                BodyFault::None if session.mux.is_closed() => {
+                BodyFault::None if matches!(&tunnel, Tunnel::Local(s) if s.mux.is_closed()) => {
                     RequestError::AgentOffline(reg.to_owned())
                 }
                 BodyFault::None => RequestError::LocalServiceUnavailable {
                     registration: reg.to_owned(),
-                    service: session.http_service().unwrap_or("http").to_owned(),
+                    service: service(),
                     detail: format!("connection to the local service failed: {e}"),
                 },
             })
@@ -104,7 +124,7 @@ async fn proxy(
         let Some(caller) = caller_upgrade else {
             return Err(RequestError::LocalServiceUnavailable {
                 registration: reg.to_owned(),
-                service: session.http_service().unwrap_or("http").to_owned(),
+                service: service(),
                 detail: "the app switched protocols without an upgrade request".into(),
             });
         };
@@ -116,8 +136,18 @@ async fn proxy(
     }
     headers::prepare_response(resp.headers_mut(), switching);
     *resp.version_mut() = caller_version;
-    let back = (!switching).then_some((sent.sender, &pool));
+    let back = match &upstream {
+        Upstream::Local(_, pool) if !switching => Some((sent.sender, pool)),
+        _ => None,
+    };
     Ok(resp.map(|body| Revocable::new(PooledBody::new(body, back), lease).boxed()))
+}
+
+/// Where a request is sent: a pooled connection of this node's session, or a fresh stream
+/// through the node that holds the tunnel.
+enum Upstream<'a> {
+    Local(&'a AgentSession, Arc<pool::Pool>),
+    Remote(&'a dyn Remote),
 }
 
 /// The request as the app gets it: origin-form target (the `/r/<id>` prefix stripped), HTTP/1.1,

@@ -7,7 +7,9 @@
 //! keepalive on, and no idle timeout (pooled database connections idle for hours).
 //!
 //! The wing follows the registry's session events and the credential cache's changes (an
-//! allowlist set for a connected agent opens its port); nothing calls into it.
+//! allowlist set for a connected agent opens its port); nothing calls into it. In a cluster
+//! the ports of a registration whose tunnel another node holds listen here too (the
+//! connection crosses the peer link), so a TCP load balancer may send a caller to any node.
 
 mod relay;
 
@@ -17,28 +19,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use g2c_proto::ServiceKind;
+use g2c_proto::{ServiceDecl, ServiceKind};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::registry::{AgentSession, SessionEvent};
+use crate::core::registry::SessionEvent;
+use crate::core::remote::Remote;
 use crate::core::Core;
 use crate::shutdown::Phase;
-use relay::Conn;
+use relay::{Conn, Via};
 
 /// The public TCP wing: its open listeners, by `(registration, service)`.
 pub struct PublicTcp {
     core: Arc<Core>,
+    remote: Option<Arc<dyn Remote>>,
     open: DashMap<(String, String), (u16, CancellationToken)>,
     next_conn: AtomicU64,
 }
 
 impl PublicTcp {
-    /// Start following `core`'s sessions and credentials.
-    pub fn start(core: Arc<Core>) -> Arc<Self> {
+    /// Start following `core`'s sessions and credentials (and, in a cluster, the tunnels
+    /// other nodes hold, through `remote`).
+    pub fn start(core: Arc<Core>, remote: Option<Arc<dyn Remote>>) -> Arc<Self> {
         let wing = Arc::new(Self {
             core: core.clone(),
+            remote,
             open: DashMap::new(),
             next_conn: AtomicU64::new(0),
         });
@@ -102,12 +108,16 @@ async fn follow(
     let core = wing.core.clone();
     let going_away = core.shutdown.reached(Phase::GoingAway);
     tokio::pin!(going_away);
+    let mut remote_tick = tokio::time::interval(REMOTE_CHECK);
+    remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(SessionEvent::Up(session)) => open_for_session(&wing, &session).await,
+                Some(SessionEvent::Up(session)) => {
+                    open_ports(&wing, &session.registration_id, Some(&session.services)).await
+                }
                 Some(SessionEvent::Down { registration, .. }) => {
-                    if core.registry.get(&registration).is_none() {
+                    if !wing.held_anywhere(&registration) {
                         wing.close_registration(&registration);
                     }
                 }
@@ -115,9 +125,11 @@ async fn follow(
             },
             Ok(()) = credentials.changed() => {
                 for session in core.registry.all() {
-                    open_for_session(&wing, &session).await;
+                    open_ports(&wing, &session.registration_id, Some(&session.services)).await;
                 }
+                follow_remote(&wing).await;
             }
+            _ = remote_tick.tick(), if wing.remote.is_some() => follow_remote(&wing).await,
             _ = &mut going_away => {
                 wing.close_all();
                 return;
@@ -126,35 +138,66 @@ async fn follow(
     }
 }
 
-/// Open the public ports of a connected session's TCP services. Only ports the operator
-/// opened (`registration allow`) exist: announcing a service allocates nothing.
-async fn open_for_session(wing: &Arc<PublicTcp>, session: &AgentSession) {
+/// How often a cluster node looks again at which registrations other nodes hold.
+const REMOTE_CHECK: Duration = Duration::from_secs(1);
+
+impl PublicTcp {
+    /// Whether this node or (as it last heard) another holds `registration`'s tunnel.
+    fn held_anywhere(&self, registration: &str) -> bool {
+        self.core.registry.get(registration).is_some()
+            || self.remote.as_ref().is_some_and(|r| r.holds(registration))
+    }
+}
+
+/// Open the ports of registrations other nodes hold; close those nobody holds any more.
+async fn follow_remote(wing: &Arc<PublicTcp>) {
+    let Some(remote) = &wing.remote else { return };
+    for reg in remote.held() {
+        if wing.core.registry.get(&reg).is_none() {
+            open_ports(wing, &reg, None).await;
+        }
+    }
+    let gone: Vec<String> = wing
+        .open
+        .iter()
+        .map(|e| e.key().0.clone())
+        .filter(|reg| !wing.held_anywhere(reg))
+        .collect();
+    for reg in gone {
+        wing.close_registration(&reg);
+    }
+}
+
+/// Open the public ports of a registration's TCP services: those its agent announced here
+/// (`announced`), or, for a tunnel on another node, every one the operator opened. Only ports
+/// the operator opened (`registration allow`) exist: announcing a service allocates nothing.
+async fn open_ports(wing: &Arc<PublicTcp>, registration: &str, announced: Option<&[ServiceDecl]>) {
     let core = &wing.core;
-    let opened = match core
-        .store
-        .tcp_services(Some(&session.registration_id))
-        .await
-    {
+    let opened = match core.store.tcp_services(Some(registration)).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the registration's TCP services");
             return;
         }
     };
-    for svc in session
-        .services
-        .iter()
-        .filter(|s| s.kind == ServiceKind::Tcp)
-    {
-        let Some(info) = opened.iter().find(|t| t.service == svc.name) else {
-            tracing::info!(service = %svc.name, "TCP service not exposed: the operator has not opened it (registration allow)");
+    let names: Vec<String> = match announced {
+        Some(decls) => decls
+            .iter()
+            .filter(|s| s.kind == ServiceKind::Tcp)
+            .map(|s| s.name.clone())
+            .collect(),
+        None => opened.iter().map(|t| t.service.clone()).collect(),
+    };
+    for name in names {
+        let Some(info) = opened.iter().find(|t| t.service == name) else {
+            tracing::info!(service = %name, "TCP service not exposed: the operator has not opened it (registration allow)");
             continue;
         };
         if info.allow.is_empty() {
-            tracing::warn!(service = %svc.name, port = info.port, "TCP service not exposed: no CIDR allowlist configured (fail closed)");
+            tracing::warn!(service = %name, port = info.port, "TCP service not exposed: no CIDR allowlist configured (fail closed)");
             continue;
         }
-        let key = (session.registration_id.clone(), svc.name.clone());
+        let key = (registration.to_owned(), name.clone());
         if wing
             .open
             .get(&key)
@@ -166,7 +209,7 @@ async fn open_for_session(wing: &Arc<PublicTcp>, session: &AgentSession) {
         let listener = match TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(service = %svc.name, %addr, error = %e, "cannot bind public TCP port");
+                tracing::error!(service = %name, %addr, error = %e, "cannot bind public TCP port");
                 continue;
             }
         };
@@ -175,7 +218,7 @@ async fn open_for_session(wing: &Arc<PublicTcp>, session: &AgentSession) {
             old.cancel();
         }
         wing.open.insert(key.clone(), (info.port, token.clone()));
-        tracing::info!(service = %svc.name, port = info.port, allow = ?info.allow, "public TCP port open");
+        tracing::info!(service = %name, port = info.port, allow = ?info.allow, "public TCP port open");
         let span =
             tracing::info_span!("tcp", registration = %key.0, service = %key.1, port = info.port);
         core.spawn(
@@ -206,9 +249,15 @@ async fn accept_loop(
             drop(tcp);
             continue;
         }
-        let Some(session) = core.registry.get(&registration) else {
-            drop(tcp);
-            continue;
+        let via = match (core.registry.get(&registration), &wing.remote) {
+            (Some(session), _) => Via::Local(session),
+            (None, Some(remote)) if remote.holds(&registration) => {
+                Via::Remote(remote.clone(), registration.clone())
+            }
+            _ => {
+                drop(tcp);
+                continue;
+            }
         };
         core.metrics.tcp_accepted.with_label_values(&labels).inc();
         let id = wing.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -220,6 +269,6 @@ async fn accept_loop(
             port,
             id,
         };
-        core.spawn(span, conn.relay(session, tcp));
+        core.spawn(span, conn.relay(via, tcp));
     }
 }

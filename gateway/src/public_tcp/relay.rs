@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use g2c_proto::handshake::open_data_stream;
+use g2c_proto::peer::Dial;
 use g2c_proto::tap::{Tap, TapObserver};
 use g2c_proto::{tuning, StreamHeader};
 use prometheus::IntCounter;
@@ -15,8 +16,26 @@ use super::tune_socket;
 use crate::core::audit::{rfc3339, AuditRecord};
 use crate::core::metrics::GaugeGuard;
 use crate::core::registry::AgentSession;
+use crate::core::remote::Remote;
 use crate::core::Core;
 use crate::error::RequestError;
+
+/// The tunnel a connection goes through.
+pub(super) enum Via {
+    /// This node's session.
+    Local(Arc<AgentSession>),
+    /// Another node's, over the peer link (`registration`'s).
+    Remote(Arc<dyn Remote>, String),
+}
+
+impl Via {
+    fn registration(&self) -> &str {
+        match self {
+            Via::Local(s) => &s.registration_id,
+            Via::Remote(_, reg) => reg,
+        }
+    }
+}
 
 /// One accepted public TCP connection.
 pub(super) struct Conn {
@@ -29,9 +48,9 @@ pub(super) struct Conn {
 
 impl Conn {
     /// Splice the connection through a new data stream, then write its audit line.
-    pub(super) async fn relay(self, session: Arc<AgentSession>, tcp: TcpStream) {
+    pub(super) async fn relay(self, via: Via, tcp: TcpStream) {
         let started = Instant::now();
-        let reg = session.registration_id.as_str();
+        let reg = via.registration();
         let m = &self.core.metrics;
         let _active = (
             GaugeGuard::new(m.tcp_active.with_label_values(&[reg, &self.service])),
@@ -44,9 +63,16 @@ impl Conn {
             n_written: 0,
         };
         let mut counted = Tap::new(tcp, counters);
-        let error = splice(&session, &self.service, &mut counted, self.peer, self.id)
-            .await
-            .err();
+        let error = splice(
+            &self.core,
+            &via,
+            &self.service,
+            &mut counted,
+            self.peer,
+            self.id,
+        )
+        .await
+        .err();
         let (up, down) = (counted.observer().n_read, counted.observer().n_written);
         if self.core.audit.enabled() {
             let request_id = format!("tcp-{}", self.id);
@@ -76,17 +102,34 @@ impl Conn {
 /// Open a stream for `service`, then copy both ways (the socket counts the bytes). Fails with
 /// an error code when the tunnel, the agent or the local service refused.
 async fn splice(
-    session: &AgentSession,
+    core: &Core,
+    via: &Via,
     service: &str,
     tcp: &mut Tap<TcpStream, Counters>,
     peer: SocketAddr,
     id: u64,
 ) -> Result<(), &'static str> {
     tune_socket(tcp.get_ref());
-    let header = StreamHeader::new(service, format!("tcp-{id}"), peer.to_string());
-    let mut stream = open_data_stream(&session.mux, &header).await.map_err(|e| {
+    let request_id = format!("tcp-{id}");
+    let (opened, _peer) = match via {
+        Via::Local(session) => {
+            let header = StreamHeader::new(service, request_id, peer.to_string());
+            (open_data_stream(&session.mux, &header).await, None)
+        }
+        Via::Remote(remote, reg) => {
+            let dial = Dial::new(
+                reg.as_str(),
+                Some(service.to_owned()),
+                request_id,
+                peer.to_string(),
+            );
+            let gauge = core.metrics.peer_streams_open.with_label_values(&["out"]);
+            (remote.open(dial).await, Some(GaugeGuard::new(gauge)))
+        }
+    };
+    let mut stream = opened.map_err(|e| {
         tracing::info!(error = %e, "TCP stream refused");
-        RequestError::from_open(e, &session.registration_id, service).code()
+        RequestError::from_open(e, via.registration(), service).code()
     })?;
     if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
         tcp,

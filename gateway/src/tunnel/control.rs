@@ -1,6 +1,7 @@
 //! The gateway's side of a tunnel's control stream once the session is up: heartbeats and
 //! their acks, the agent's reports (relayed as metrics), the agent's Draining notice, and the
-//! gateway's GoAway at shutdown. An agent that opens a stream of its own breaks the protocol
+//! gateway's GoAway at shutdown, and in a cluster the node list agents keep their other
+//! tunnels on. An agent that opens a stream of its own breaks the protocol
 //! and loses its session.
 
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use crate::core::Core;
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// How long an agent told to go away has to close the tunnel itself.
 const GO_AWAY_WAIT: Duration = Duration::from_millis(400);
+/// The same in a cluster: the agent opens its replacement tunnel on another node first.
+const CLUSTER_GO_AWAY_WAIT: Duration = Duration::from_secs(5);
 
 /// How the control conversation ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,8 +45,22 @@ pub(super) async fn serve(
     // The agent heartbeats every interval; three missed beats mean it is gone even if SSH
     // keepalives still pass (a wedged agent).
     let silence_limit = core.config.limits.heartbeat() * 3;
+    let mut nodes = core.nodes.subscribe();
+    nodes.mark_changed();
     let end = loop {
         tokio::select! {
+            Ok(()) = nodes.changed() => {
+                let view = nodes.borrow_and_update().clone();
+                if let Some(view) = view {
+                    let msg = ControlMessage::Nodes {
+                        this: view.this.clone(),
+                        nodes: view.nodes.clone(),
+                    };
+                    if write_frame(&mut write, &msg).await.is_err() {
+                        break ControlEnd::Closed;
+                    }
+                }
+            }
             msg = tokio::time::timeout(silence_limit, frames.recv()) => match msg {
                 Ok(Some(msg)) => {
                     if let Some(end) = on_message(core, session, msg, &mut write).await {
@@ -64,7 +81,11 @@ pub(super) async fn serve(
                 break ControlEnd::Closed;
             }
             _ = session.go_away.cancelled() => {
-                go_away(session, &mut write).await;
+                let wait = match core.config.cluster {
+                    Some(_) => CLUSTER_GO_AWAY_WAIT,
+                    None => GO_AWAY_WAIT,
+                };
+                go_away(session, &mut write, wait).await;
                 break ControlEnd::Closed;
             }
         }
@@ -106,13 +127,13 @@ async fn on_message(
 }
 
 /// Tell the agent to go away; it closes the tunnel once it has read it: do not cut it first.
-async fn go_away(session: &AgentSession, write: &mut WriteHalf<MuxStream>) {
+async fn go_away(session: &AgentSession, write: &mut WriteHalf<MuxStream>, wait: Duration) {
     let bye = ControlMessage::GoAway {
         reason: "gateway shutting down".into(),
     };
     if write_frame(write, &bye).await.is_ok() {
         tracing::info!("told the agent to go away");
-        let _ = tokio::time::timeout(GO_AWAY_WAIT, session.mux.closed()).await;
+        let _ = tokio::time::timeout(wait, session.mux.closed()).await;
     }
 }
 

@@ -1,6 +1,8 @@
 //! Find the registration's live tunnel (the one look-up of the request) and admit the request
 //! under the registration's in-flight cap; the session rides on as a [`Tunnel`] extension and
-//! the request is counted in flight until its response body is done.
+//! the request is counted in flight until its response body is done. In a cluster, a
+//! registration whose tunnel only another node holds goes on as [`Tunnel::Remote`]: that
+//! node counts it in flight on its session.
 
 use std::sync::Arc;
 
@@ -9,13 +11,19 @@ use http::Request;
 use super::route::Target;
 use super::Check;
 use crate::core::registry::AgentSession;
+use crate::core::remote::Remote;
 use crate::core::Core;
 use crate::error::RequestError;
 use crate::front::record::Facts;
 
-/// The session a request goes through.
+/// The tunnel a request goes through.
 #[derive(Clone)]
-pub struct Tunnel(pub Arc<AgentSession>);
+pub enum Tunnel {
+    /// This node's session.
+    Local(Arc<AgentSession>),
+    /// Another node's, over the peer link.
+    Remote(Arc<dyn Remote>),
+}
 
 /// The session look-up and in-flight cap (`limits.registration_max_inflight`, 0 = none).
 #[derive(Clone)]
@@ -24,6 +32,8 @@ pub struct SessionCheck {
     pub core: Arc<Core>,
     /// Most requests in flight per registration.
     pub max_inflight: usize,
+    /// Other nodes' tunnels, in a cluster.
+    pub remote: Option<Arc<dyn Remote>>,
 }
 
 impl Check for SessionCheck {
@@ -32,18 +42,22 @@ impl Check for SessionCheck {
             return Err(RequestError::Internal("session layer before route".into()));
         };
         let reg = &target.registration;
-        let session = self
-            .core
-            .registry
-            .get(reg)
-            .ok_or_else(|| RequestError::AgentOffline(reg.clone()))?;
+        let Some(session) = self.core.registry.get(reg) else {
+            return match &self.remote {
+                Some(remote) if remote.holds(reg) => {
+                    req.extensions_mut().insert(Tunnel::Remote(remote.clone()));
+                    Ok(())
+                }
+                _ => Err(RequestError::AgentOffline(reg.clone())),
+            };
+        };
         if self.max_inflight > 0 && session.inflight() >= self.max_inflight {
             return Err(RequestError::Overloaded(Some(reg.clone())));
         }
         if let Some(facts) = req.extensions().get::<Arc<Facts>>() {
             facts.hold_inflight(session.begin_request());
         }
-        req.extensions_mut().insert(Tunnel(session));
+        req.extensions_mut().insert(Tunnel::Local(session));
         Ok(())
     }
 }
@@ -59,6 +73,7 @@ mod tests {
         let check = SessionCheck {
             core: f.core.clone(),
             max_inflight: 1,
+            remote: None,
         };
         let mut req = request("/", &[]);
         req.extensions_mut().insert(Target {

@@ -61,4 +61,10 @@ CREATE TABLE tunnel_presence (
 CREATE INDEX tunnel_presence_node ON tunnel_presence(node_id)
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE nodes ADD COLUMN ssh_addr TEXT
+"#,
+    ),
 ];
