@@ -49,7 +49,7 @@ impl Cluster {
         metrics: &Metrics,
     ) -> StoreResult<Arc<Self>> {
         let id = nodes::join(&pool, &addrs).await?;
-        tracing::info!(node = %id, peer = ?addrs.peer, ssh = ?addrs.ssh, "joined the cluster");
+        tracing::info!(peer = ?addrs.peer, ssh = ?addrs.ssh, node = %id, "joined the cluster");
         let presence = Arc::new(Presence::default());
         let forwarder = tls.clone().map(|t| {
             Arc::new(forward::Forwarder::new(
