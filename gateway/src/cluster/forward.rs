@@ -190,7 +190,6 @@ impl Forwarder {
                         tracing::debug!(peer = %holder.node, error = %e, "trying the next holder");
                     }
                 }
-                count("next");
             }
         }
         count("unreachable");

@@ -104,10 +104,12 @@ async fn serve_stream(core: Arc<Core>, mut stream: MuxStream) {
             return;
         }
     };
-    let Some((header, session)) = route(&core, &dial) else {
-        let reply = refusal(&core, &dial);
-        let _ = peer::answer_dial(&mut stream, &reply).await;
-        return;
+    let (header, session) = match route(&core, &dial) {
+        Ok(taken) => taken,
+        Err(reply) => {
+            let _ = peer::answer_dial(&mut stream, &reply).await;
+            return;
+        }
     };
     let reg = session.registration_id.as_str();
     let _inflight = session.begin_request();
@@ -133,38 +135,32 @@ async fn serve_stream(core: Arc<Core>, mut stream: MuxStream) {
     }
 }
 
-/// The data-stream header and session for a dial this node takes, or `None`.
+/// The data-stream header and session for a dial this node takes, or the answer that
+/// refuses it.
 fn route(
     core: &Core,
     dial: &Dial,
-) -> Option<(StreamHeader, Arc<crate::core::registry::AgentSession>)> {
-    if draining_for(core, dial) {
-        return None;
+) -> Result<(StreamHeader, Arc<crate::core::registry::AgentSession>), DialReply> {
+    let s = &core.shutdown;
+    if s.reached_now(Phase::GoingAway)
+        || (s.reached_now(Phase::Announcing) && !dial.even_if_draining)
+    {
+        return Err(DialReply::Draining);
     }
-    let session = core.registry.get(&dial.registration)?;
+    let session = core
+        .registry
+        .get(&dial.registration)
+        .ok_or(DialReply::NotHere)?;
     let service = match &dial.service {
         Some(s) => s.clone(),
-        None => session.http_service()?.to_owned(),
+        None => session
+            .http_service()
+            .ok_or_else(|| DialReply::Refused {
+                code: AckCode::UnknownService,
+                message: "the agent offers no HTTP service".into(),
+            })?
+            .to_owned(),
     };
     let header = StreamHeader::new(service, dial.request_id.clone(), dial.caller_addr.clone());
-    Some((header, session))
-}
-
-fn draining_for(core: &Core, dial: &Dial) -> bool {
-    let s = &core.shutdown;
-    s.reached_now(Phase::GoingAway) || (s.reached_now(Phase::Announcing) && !dial.even_if_draining)
-}
-
-/// Why [`route`] said no, as the dialling node is told.
-fn refusal(core: &Core, dial: &Dial) -> DialReply {
-    if draining_for(core, dial) {
-        return DialReply::Draining;
-    }
-    match core.registry.get(&dial.registration) {
-        None => DialReply::NotHere,
-        Some(_) => DialReply::Refused {
-            code: AckCode::UnknownService,
-            message: "the agent offers no HTTP service".into(),
-        },
-    }
+    Ok((header, session))
 }

@@ -92,8 +92,8 @@ families! {
     /// forwards through this node's tunnel).
     peer_streams_open: IntGaugeVec = gauges("g2c_peer_streams_open",
         "Peer-link streams open now, by direction", &["direction"]);
-    /// Streams forwarded to another node, by `outcome` (`ok`, `next` tried another holder,
-    /// `refused` the agent said no, `unreachable` no holder took it).
+    /// Streams forwarded to another node, by `outcome` (`ok`, `refused` the agent said no,
+    /// `unreachable` no holder took it).
     peer_forwarded: IntCounterVec = counters("g2c_peer_forwarded_total",
         "Streams this node forwarded over the peer link, by outcome", &["outcome"]);
     /// Peer-link connections that failed, by `reason` (`connect`, `tls`, `closed`).
