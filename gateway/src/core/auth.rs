@@ -24,12 +24,20 @@ pub struct AuthSnapshot {
     pub version: i64,
     /// Live registrations by id.
     pub registrations: HashMap<String, Registration>,
-    keys_by_digest: HashMap<[u8; 32], ApiKeyInfo>,
-    /// A lease per live key, by key id: carried from snapshot to snapshot while the key lives,
-    /// cancelled by the reload that drops it, so the work a key opened ends with it.
-    leases: HashMap<String, CancellationToken>,
+    keys_by_digest: HashMap<[u8; 32], LiveKey>,
     /// Allowlists by registration, then service.
     tcp_allow: HashMap<String, HashMap<String, Vec<Cidr>>>,
+}
+
+/// A live API key and its lease: one cancellation token per key, carried from snapshot to
+/// snapshot while the key lives and cancelled by the reload that drops it, so the work a key
+/// opened ends with it. Found with the key in one look-up.
+#[derive(Debug, Clone)]
+pub struct LiveKey {
+    /// The key.
+    pub info: ApiKeyInfo,
+    /// Its lease.
+    pub lease: CancellationToken,
 }
 
 impl AuthSnapshot {
@@ -43,16 +51,11 @@ impl AuthSnapshot {
 
     /// IDs of the live API keys.
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
-        self.leases.keys().map(String::as_str)
+        self.keys_by_digest.values().map(|k| k.info.id.as_str())
     }
 
-    /// The lease of a live key: cancelled once a snapshot without the key is installed.
-    pub fn lease(&self, key_id: &str) -> Option<&CancellationToken> {
-        self.leases.get(key_id)
-    }
-
-    /// The live key matching this plaintext secret, if any.
-    pub fn key(&self, secret: &str) -> Option<&ApiKeyInfo> {
+    /// The live key matching this plaintext secret, with its lease, if any.
+    pub fn key(&self, secret: &str) -> Option<&LiveKey> {
         self.keys_by_digest.get(&digest_secret(secret))
     }
 }
@@ -101,13 +104,10 @@ impl AuthCache {
         let version = self.store.version().await?;
         let data = self.store.auth_data().await?;
         let old = self.snapshot();
-        let leases = data
-            .keys
-            .iter()
-            .map(|(_, k)| {
-                let lease = old.leases.get(&k.id).cloned().unwrap_or_default();
-                (k.id.clone(), lease)
-            })
+        let mut leases: HashMap<&str, &CancellationToken> = old
+            .keys_by_digest
+            .values()
+            .map(|k| (k.info.id.as_str(), &k.lease))
             .collect();
         let snap = Arc::new(AuthSnapshot {
             version,
@@ -119,12 +119,12 @@ impl AuthCache {
             keys_by_digest: data
                 .keys
                 .into_iter()
-                .filter_map(|(hash, key)| {
+                .filter_map(|(hash, info)| {
                     let digest: [u8; 32] = hex::decode(&hash).ok()?.try_into().ok()?;
-                    Some((digest, key))
+                    let lease = leases.remove(info.id.as_str()).cloned().unwrap_or_default();
+                    Some((digest, LiveKey { info, lease }))
                 })
                 .collect(),
-            leases,
             tcp_allow: data.tcp.into_iter().fold(HashMap::new(), |mut acc, t| {
                 let cidrs = t.allow.iter().filter_map(|c| c.parse().ok()).collect();
                 acc.entry(t.registration_id)
@@ -136,19 +136,18 @@ impl AuthCache {
         *self.current.write().expect("auth lock poisoned") = snap.clone();
         self.version.send_replace(version);
         // After the install: a request that took a lease from the old snapshot meanwhile
-        // holds one of these tokens, and sees it cancelled.
-        for (id, lease) in &old.leases {
-            if !snap.leases.contains_key(id) {
-                tracing::info!(key = %id, "key revoked: ending its live connections");
-                lease.cancel();
-            }
+        // holds one of these tokens, and sees it cancelled. What is left in `leases` are the
+        // keys the new snapshot dropped.
+        for (id, lease) in leases {
+            tracing::info!(key = %id, "key revoked: ending its live connections");
+            lease.cancel();
         }
         Ok(snap)
     }
 
     /// Look up a key; on a miss, pick up store changes first (a key created a moment ago by the
     /// CLI works at once). Unknown keys cost one version query, not a table load.
-    pub async fn key(&self, secret: &str) -> Option<(Arc<AuthSnapshot>, ApiKeyInfo)> {
+    pub async fn key(&self, secret: &str) -> Option<(Arc<AuthSnapshot>, LiveKey)> {
         let snap = self.snapshot();
         if let Some(k) = snap.key(secret) {
             return Some((snap.clone(), k.clone()));
@@ -171,5 +170,52 @@ impl AuthCache {
             return Ok(None);
         }
         self.reload_locked().await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{PortRange, SqliteStore};
+
+    const AGENT_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoO77y3o9L9fItc8Lm9cP9mP6pRSA0kwuMdoO6DNAFg t";
+
+    #[tokio::test]
+    async fn a_lease_lives_across_reloads_with_its_key_and_ends_with_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("g.db")).await.unwrap());
+        let token = store.create_token(Some(1), None).await.unwrap().secret;
+        let ports = PortRange {
+            start: 40000,
+            end: 40010,
+            per_registration: 4,
+        };
+        let reg = store
+            .register(&token, None, AGENT_KEY, ports)
+            .await
+            .unwrap()
+            .id;
+        let a = store.create_key(&reg).await.unwrap();
+        let b = store.create_key(&reg).await.unwrap();
+        let cache = AuthCache::load(store.clone()).await.unwrap();
+        // Taken from this snapshot, as a request would.
+        let lease_a = cache.snapshot().key(&a.secret).unwrap().lease.clone();
+        let lease_b = cache.snapshot().key(&b.secret).unwrap().lease.clone();
+
+        // A reload that keeps both keys carries the leases (a fresh token here would leave
+        // the ones already handed out uncancellable).
+        store.create_key(&reg).await.unwrap();
+        cache.refresh().await.unwrap();
+        assert!(!lease_a.is_cancelled() && !lease_b.is_cancelled());
+
+        store.revoke_key(&a.info.id).await.unwrap();
+        let snap = cache.refresh().await.unwrap();
+        assert!(lease_a.is_cancelled(), "the revoked key's work ends");
+        assert!(!lease_b.is_cancelled(), "another key's does not");
+        assert!(snap.key(&a.secret).is_none());
+        assert!(!snap.key(&b.secret).unwrap().lease.is_cancelled());
+        assert_eq!(snap.key_ids().count(), 2);
     }
 }

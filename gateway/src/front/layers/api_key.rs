@@ -11,7 +11,7 @@ use http::Request;
 use tower::{Layer, Service};
 
 use super::route::Target;
-use crate::core::auth::AuthSnapshot;
+use crate::core::auth::{AuthSnapshot, LiveKey};
 use crate::core::Core;
 use crate::error::RequestError;
 use crate::front::record::Facts;
@@ -96,17 +96,17 @@ impl<S> ApiKey<S> {
         &mut self,
         mut req: Request<B>,
         snapshot: &AuthSnapshot,
-        key: Option<&ApiKeyInfo>,
+        key: Option<&LiveKey>,
     ) -> Either<Decided<S::Response>, S::Future>
     where
         S: Service<Request<B>, Error = RequestError>,
     {
-        match authorize(&req, snapshot, key) {
+        match authorize(&req, snapshot, key.map(|k| &k.info)) {
             Ok(()) => {
-                // The key's lease from the same snapshot the key came from (an `Arc` clone):
-                // what the request opens ends when the key is revoked.
-                if let Some(lease) = key.and_then(|k| snapshot.lease(&k.id)) {
-                    req.extensions_mut().insert(KeyLease(lease.clone()));
+                // The key's lease, found with the key (an `Arc` clone): what the request
+                // opens ends when the key is revoked.
+                if let Some(k) = key {
+                    req.extensions_mut().insert(KeyLease(k.lease.clone()));
                 }
                 Either::Right(self.inner.call(req))
             }
