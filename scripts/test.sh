@@ -28,6 +28,8 @@ apt_install mariadb-server mariadb-client
 # PostgreSQL server binaries for the store contract and the cluster tests; the harness runs
 # its own initdb + postgres on a free loopback port, never the system service.
 apt_install postgresql
+# HAProxy is the load balancer in front of the cluster tests' three nodes.
+apt_install haproxy
 # promtool (Debian's `prometheus` package) checks the /metrics exposition and the alert rules.
 apt_install prometheus
 # systemd-analyze verifies the generated agent unit; npm packs and installs the npm tarballs.

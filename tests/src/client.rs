@@ -134,3 +134,32 @@ async fn collect(resp: http::Response<hyper::body::Incoming>) -> Reply {
         version,
     }
 }
+
+/// [`send`] that reports failure instead of panicking (a refused or reset connection, a
+/// truncated body, no answer within `limit`): for load loops that count what failed.
+pub async fn try_send(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+    limit: std::time::Duration,
+) -> Result<Reply, String> {
+    let exchange = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        })
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+}

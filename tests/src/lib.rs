@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod cluster;
 pub mod gui_stack;
 pub mod harness;
 pub mod mariadb;

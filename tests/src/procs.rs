@@ -130,6 +130,27 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
+/// What a gateway process is started with; the default is a single node on 127.0.0.1 with
+/// fresh ports and an embedded store.
+#[derive(Default, Clone, Copy)]
+pub struct GatewaySpec<'a> {
+    /// The address every listener binds (a node of a cluster has its own loopback address).
+    pub ip: Option<std::net::IpAddr>,
+    /// The ports of a previous run, to restart on (fresh ones if `None`).
+    pub addrs: Option<&'a BoundAddrs>,
+    /// Extra `key = value` lines in `[limits]`.
+    pub limits: &'a str,
+    /// A PostgreSQL store instead of the embedded one.
+    pub store_url: Option<&'a str>,
+    /// The public TCP port range (every node of a cluster has the same one); a fresh block if
+    /// `None`.
+    pub ports: Option<(u16, u16)>,
+    /// The SSH address registration answers name (a load balancer's).
+    pub ssh_public: Option<std::net::SocketAddr>,
+    /// A `[cluster]` section: the peer link's certificates.
+    pub cluster: Option<&'a crate::cluster::PeerCerts>,
+}
+
 /// The gateway binary, running.
 pub struct GatewayProc {
     /// The process.
@@ -161,29 +182,64 @@ impl GatewayProc {
         limits: &str,
         store_url: Option<&str>,
     ) -> Self {
+        Self::start_spec(
+            dir,
+            &GatewaySpec {
+                addrs,
+                limits,
+                store_url,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Start the gateway `spec` describes, with its files in `dir`.
+    pub async fn start_spec(dir: &Path, spec: &GatewaySpec<'_>) -> Self {
+        let ip = spec.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let addrs = spec.addrs;
         let listen = |a: Option<std::net::SocketAddr>| {
             a.map(|a| a.to_string())
-                .unwrap_or_else(|| "127.0.0.1:0".into())
+                .unwrap_or_else(|| std::net::SocketAddr::new(ip, 0).to_string())
         };
         let config = dir.join("gateway.toml");
         let ports = crate::port_block();
+        let (port_start, port_end) = spec.ports.unwrap_or((ports.start, ports.end));
+        let public_ssh = spec.ssh_public.map_or(String::new(), |a| {
+            format!("public_host = \"{}\"\npublic_port = {}\n", a.ip(), a.port())
+        });
+        let cluster = spec.cluster.map_or(String::new(), |c| {
+            format!(
+                "[cluster]\npeer_listen = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+                 drain_announce_ms = {}\n",
+                listen(addrs.and_then(|a| a.peer)),
+                c.ca.display(),
+                c.cert.display(),
+                c.key.display(),
+                c.drain_announce_ms,
+            )
+        });
         let text = format!(
             "base_domain = \"g2c.test\"\n\
              [store]\npath = \"gateway.db\"\n{}\
              [http]\nlisten = \"{}\"\n\
-             [ssh]\nlisten = \"{}\"\nhost_key = \"host_key\"\n\
+             [ssh]\nlisten = \"{}\"\nhost_key = \"host_key\"\n{}\
              [backchannel]\nlisten = \"{}\"\n\
              [admin]\nlisten = \"{}\"\n\
-             [tcp]\nbind = \"127.0.0.1\"\n\
-             [limits]\nshutdown_grace_secs = 2\nport_range_start = {}\nport_range_end = {}\n{}",
-            store_url.map_or(String::new(), |u| format!("url = \"{u}\"\n")),
+             [tcp]\nbind = \"{}\"\n\
+             [limits]\nshutdown_grace_secs = 2\nport_range_start = {}\nport_range_end = {}\n{}\n{}",
+            spec.store_url
+                .map_or(String::new(), |u| format!("url = \"{u}\"\n")),
             listen(addrs.and_then(|a| a.http)),
             listen(addrs.map(|a| a.ssh)),
+            public_ssh,
             listen(addrs.map(|a| a.backchannel)),
             listen(addrs.map(|a| a.admin)),
-            ports.start,
-            ports.end,
-            limits,
+            ip,
+            port_start,
+            port_end,
+            spec.limits,
+            cluster,
         );
         std::fs::write(&config, text).unwrap();
         let ready = dir.join("gateway.ready");
@@ -274,6 +330,16 @@ impl GatewayProc {
 /// Register an agent with the real `g2c-agent register` into `dir/agent.toml`; returns the
 /// registration ID and the config path.
 pub async fn register_agent(gw: &GatewayProc, dir: &Path, services: &[&str]) -> (String, PathBuf) {
+    register_agent_with(gw, dir, services, &[]).await
+}
+
+/// [`register_agent`] with more arguments for `g2c-agent register` (`--tcp-service ...`).
+pub async fn register_agent_with(
+    gw: &GatewayProc,
+    dir: &Path,
+    services: &[&str],
+    extra: &[&str],
+) -> (String, PathBuf) {
     let token = gw.cli(&["token", "create"]).await;
     let config = dir.join("agent.toml");
     let mut cmd = Command::new(bin("g2c-agent"));
@@ -287,6 +353,7 @@ pub async fn register_agent(gw: &GatewayProc, dir: &Path, services: &[&str]) -> 
     for s in services {
         cmd.arg("--service").arg(s);
     }
+    cmd.args(extra);
     let out = cmd.output().await.unwrap();
     assert!(
         out.status.success(),

@@ -57,9 +57,14 @@ impl AdminGate {
 
     /// Whether `req` may go on.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), RequestError> {
-        self.check_host(req)?;
-        check_not_cross_site(req)?;
         let path = req.uri().path();
+        // A load balancer's check (HAProxy's `option httpchk` speaks HTTP/1.0) names no host;
+        // browsers always do, so a probe without one is no rebinding.
+        let probe = matches!(path, "/healthz" | "/readyz");
+        if !(probe && !req.headers().contains_key(header::HOST)) {
+            self.check_host(req)?;
+        }
+        check_not_cross_site(req)?;
         let open = matches!(path, "/healthz" | "/readyz" | "/openapi.json")
             || (path == "/metrics" && self.open_metrics);
         if open || self.has_token(req) {
@@ -187,6 +192,16 @@ mod tests {
             .check(&req("admin.internal:9091", "/v1/x", &bearer))
             .is_ok());
         assert!(gate.check(&req("localhost", "/v1/x", &bearer)).is_ok());
+        let no_host = Request::get("/readyz").body(()).unwrap();
+        assert!(
+            gate.check(&no_host).is_ok(),
+            "a load balancer's HTTP/1.0 check"
+        );
+        let no_host = Request::get("/v1/x").body(()).unwrap();
+        assert!(matches!(
+            gate.check(&no_host),
+            Err(RequestError::RefusedHost)
+        ));
         let closed = AdminGate::new("s3cret", vec![], false);
         let r = closed.check(&req("127.0.0.1", "/metrics", &[]));
         assert!(matches!(r, Err(RequestError::AdminTokenRequired)));

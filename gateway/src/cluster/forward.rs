@@ -24,8 +24,10 @@ use crate::core::remote::Remote;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a holder may take to answer a dial (it opens a stream to its agent meanwhile).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a peer whose link failed is tried only after the others.
-const PENALTY: Duration = Duration::from_secs(3);
+/// How long a peer whose link failed is tried only after the others: longer than a node's
+/// lease (6 s) and the presence poll after it, so a hung node is asked at most once before its
+/// holdings leave the picture.
+const PENALTY: Duration = Duration::from_secs(10);
 /// Most streams open at once on one peer link, each way.
 const PEER_STREAMS: usize = 1024;
 
@@ -46,6 +48,14 @@ impl Link {
 
     fn failed(&self) {
         *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the link failed after `since` (while a caller waited for its turn to connect).
+    fn failed_since(&self, since: Instant) -> bool {
+        self.failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t > since)
     }
 }
 
@@ -76,10 +86,16 @@ impl Forwarder {
     }
 
     /// The live connection to `addr`, made now if there is none.
+    /// Callers queued behind a connect that failed give up at once rather than each paying
+    /// the connect timeout in turn.
     async fn handle(&self, link: &Link, addr: &str) -> Result<MuxHandle, &'static str> {
+        let asked = Instant::now();
         let mut conn = link.conn.lock().await;
         if let Some(h) = conn.as_ref().filter(|h| !h.is_closed()) {
             return Ok(h.clone());
+        }
+        if link.failed_since(asked) {
+            return Err("connect");
         }
         *conn = None;
         let made = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(addr))
@@ -92,6 +108,7 @@ impl Forwarder {
                 Ok(h)
             }
             Err(reason) => {
+                link.failed(); // before the lock is let go: the callers queued behind see it
                 self.metrics
                     .peer_link_failures
                     .with_label_values(&[reason])
@@ -130,7 +147,6 @@ impl Forwarder {
         let handle = match self.handle(&link, &holder.addr).await {
             Ok(h) => h,
             Err(_) => {
-                link.failed();
                 return Err(DialError::Broken("no link to the peer"));
             }
         };
