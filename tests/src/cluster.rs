@@ -95,11 +95,17 @@ fn free_port() -> u16 {
 
 /// The HAProxy configuration for `nodes` behind `http` and `ssh` (also shipped, with real
 /// addresses, as `deploy/cluster/haproxy.cfg`).
-pub fn haproxy_config(http: SocketAddr, ssh: SocketAddr, nodes: &[NodePorts]) -> String {
-    let mut text = String::from(
-        "global\n  maxconn 4096\n\
+pub fn haproxy_config(
+    http: SocketAddr,
+    ssh: SocketAddr,
+    nodes: &[NodePorts],
+    stats: &Path,
+) -> String {
+    let mut text = format!(
+        "global\n  maxconn 4096\n  stats socket {}\n\
          defaults\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  \
          timeout check 500ms\n  retries 3\n  option redispatch 1\n\n",
+        stats.display()
     );
     text += &format!(
         "frontend http\n  mode http\n  bind {http}\n  default_backend nodes_http\n\
@@ -134,7 +140,8 @@ impl Haproxy {
     pub fn start(http: SocketAddr, ssh: SocketAddr, nodes: &[NodePorts]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(&cfg, haproxy_config(http, ssh, nodes)).unwrap();
+        let stats = dir.path().join("stats.sock");
+        std::fs::write(&cfg, haproxy_config(http, ssh, nodes, &stats)).unwrap();
         let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
         let child = std::process::Command::new(haproxy_bin())
             .arg("-db")
@@ -162,6 +169,27 @@ impl Haproxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         lb
+    }
+
+    /// Whether HAProxy has node `i` up in both backends (its health checks passed).
+    pub fn node_up(&self, i: usize) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.dir.path().join("stats.sock"))
+        else {
+            return false;
+        };
+        let mut csv = String::new();
+        if s.write_all(b"show stat\n").is_err() || s.read_to_string(&mut csv).is_err() {
+            return false;
+        }
+        let name = format!("n{i}");
+        let up: Vec<bool> = csv
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.len() > 17 && f[1] == name)
+            .map(|f| f[17] == "UP")
+            .collect();
+        up.len() == 2 && up.iter().all(|u| *u)
     }
 
     /// HAProxy's own log.
@@ -319,6 +347,16 @@ impl Cluster {
         )
         .await;
         self.nodes[i].gw = Some(gw);
+    }
+
+    /// Wait until the load balancer sends node `i` traffic again.
+    pub async fn wait_balanced(&self, i: usize) {
+        wait_until(
+            Duration::from_secs(10),
+            "HAProxy has the node up",
+            || async { self.lb.node_up(i) },
+        )
+        .await;
     }
 
     /// SIGTERM node `i` and wait for it to exit (drained) within `limit`.

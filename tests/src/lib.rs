@@ -8,6 +8,7 @@ pub mod client;
 pub mod cluster;
 pub mod gui_stack;
 pub mod harness;
+pub mod load;
 pub mod mariadb;
 pub mod postgres;
 pub mod procs;
