@@ -28,8 +28,11 @@ apt_install mariadb-server mariadb-client
 # PostgreSQL server binaries for the store contract and the cluster tests; the harness runs
 # its own initdb + postgres on a free loopback port, never the system service.
 apt_install postgresql
-# HAProxy is the load balancer in front of the cluster tests' three nodes.
+# HAProxy is the load balancer in front of the cluster tests' three nodes; scripts/cluster.sh
+# makes its peer-link CA with openssl and asks the nodes with curl.
 apt_install haproxy
+command -v openssl >/dev/null || apt_install openssl
+command -v curl >/dev/null || apt_install curl
 # promtool (Debian's `prometheus` package) checks the /metrics exposition and the alert rules.
 apt_install prometheus
 # systemd-analyze verifies the generated agent unit; npm packs and installs the npm tarballs.
@@ -72,3 +75,6 @@ cargo bench -p g2c-benches -- --test
 
 say "quickstart --check"
 scripts/quickstart.sh --check
+
+say "cluster --check: PostgreSQL, HAProxy, three nodes and an agent on two (scripts/cluster.sh)"
+scripts/cluster.sh --check

@@ -262,11 +262,13 @@ impl Cluster {
         for i in 0..n {
             let dir = tempfile::tempdir().unwrap();
             if let Some(first) = nodes.first() {
-                std::fs::copy(
-                    first.dir.path().join("host_key"),
-                    dir.path().join("host_key"),
-                )
-                .unwrap();
+                let key = first.dir.path().join("host_key");
+                std::fs::copy(&key, dir.path().join("host_key")).unwrap_or_else(|e| {
+                    let files: Vec<_> = std::fs::read_dir(first.dir.path())
+                        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                        .unwrap_or_default();
+                    panic!("copy {}: {e}; beside it: {files:?}", key.display())
+                });
             }
             let gw = Self::spawn(dir.path(), node_ip(i), None, &url, &certs, &ports, ssh).await;
             nodes.push(Node {

@@ -9,6 +9,7 @@ use g2c_tests::backend::Backend;
 use g2c_tests::client::send;
 use g2c_tests::harness::{routed, GatewayOptions, TestAgent, TestGateway};
 use g2c_tests::postgres::Postgres;
+use g2c_tests::prom::scrape;
 use http::{Method, StatusCode};
 
 const WITHIN: Duration = Duration::from_secs(1);
@@ -117,4 +118,17 @@ async fn a_revocation_through_one_node_holds_on_the_other_within_a_second() {
             .status,
         StatusCode::OK
     );
+
+    // Node B measured how late each change reached it (database clock at the write to its
+    // refresh): both revocations, each under the second.
+    let m = scrape(b.addrs.admin).await;
+    let count = m
+        .get("g2c_cluster_credentials_delay_seconds_count", &[])
+        .unwrap_or(0.0);
+    let sum = m
+        .get("g2c_cluster_credentials_delay_seconds_sum", &[])
+        .unwrap_or(0.0);
+    eprintln!("credentials delay on node B: {count} changes, {sum:.3} s in all");
+    assert!(count >= 2.0, "{count}");
+    assert!(sum / count < WITHIN.as_secs_f64(), "{sum} / {count}");
 }

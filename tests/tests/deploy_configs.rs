@@ -76,3 +76,24 @@ fn unknown_keys_and_bad_values_name_the_field() {
     .unwrap_err();
     assert!(err.to_string().contains("limits.port_range_start"), "{err}");
 }
+
+#[test]
+fn the_cluster_haproxy_example_is_valid_haproxy() {
+    let f = deploy_dir().join("cluster/haproxy.cfg");
+    let haproxy = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("haproxy not found: install haproxy (scripts/test.sh does)");
+    let out = std::process::Command::new(haproxy)
+        .arg("-c")
+        .arg("-f")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -103,6 +103,13 @@ families! {
     credentials_applied: IntCounter = IntCounter::new("g2c_cluster_credentials_applied_total",
         "Credential snapshots applied from the shared store after a change")
         .expect("valid metric");
+    /// How long after a credential change (a revocation, a new key) was committed this node
+    /// had applied it, on the database's clock.
+    credentials_delay: prometheus::Histogram = prometheus::Histogram::with_opts(
+        HistogramOpts::new("g2c_cluster_credentials_delay_seconds",
+            "Time from a credential change's commit (revocations included) to this node applying it")
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]))
+        .expect("valid metric");
     /// Store operations that failed because the database was unreachable, by `op`.
     db_errors: IntCounterVec = counters("g2c_store_unavailable_total",
         "Store operations that failed because the database was unreachable", &["op"]);

@@ -12,15 +12,22 @@ use super::Core;
 use crate::shutdown::Phase;
 
 /// Refresh until the gateway aborts.
+/// Woken early by the store's change notifications where it has them (PostgreSQL); the poll
+/// every [`REFRESH_INTERVAL`] stays, for the notifications that are lost.
 pub async fn refresh_loop(core: Arc<Core>) {
     let mut seen = core.auth.snapshot();
     let mut tick = tokio::time::interval(REFRESH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = core.shutdown.reached(Phase::Aborting);
     tokio::pin!(stop);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listening = tokio_util::sync::CancellationToken::new();
+    core.store.watch_changes(wake.clone(), listening.clone());
+    let _stop_listening = listening.drop_guard();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = wake.notified() => {}
             _ = &mut stop => return,
         }
         if let Err(e) = core.auth.refresh_if_changed().await {
@@ -32,6 +39,9 @@ pub async fn refresh_loop(core: Arc<Core>) {
             let snap = core.auth.snapshot();
             if snap.version != seen.version {
                 core.metrics.credentials_applied.inc();
+                if let Ok(Some(age)) = core.store.change_age().await {
+                    core.metrics.credentials_delay.observe(age.as_secs_f64());
+                }
                 count_events(&core.metrics, &seen, &snap);
                 seen = snap.clone();
             }

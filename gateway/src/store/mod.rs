@@ -251,6 +251,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Vec<TcpService>>>;
     /// Counter bumped by every mutation.
     fn version(&self) -> BoxFuture<'_, StoreResult<i64>>;
+    /// How long ago the last mutation was, on the store's own clock (so no node's clock skew
+    /// enters it): how late a node applies another node's revocation. `None` where the store
+    /// does not track it (the embedded store has no other writers to wait for).
+    fn change_age(&self) -> BoxFuture<'_, StoreResult<Option<std::time::Duration>>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Wake `wake` whenever another process may have changed the state (PostgreSQL's LISTEN
+    /// on [`CHANGES_CHANNEL`]) until `stop`; the caller keeps polling too, since a
+    /// notification can be lost. Stores with no such channel do nothing.
+    fn watch_changes(
+        &self,
+        _wake: std::sync::Arc<tokio::sync::Notify>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) {
+    }
     /// Live registrations and keys.
     fn auth_data(&self) -> BoxFuture<'_, StoreResult<AuthData>>;
 }

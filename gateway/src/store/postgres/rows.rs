@@ -26,7 +26,8 @@ pub(super) async fn write_lock(conn: &mut PgConnection) -> StoreResult<()> {
 /// Bump the version and notify (delivered at commit, to every listening node).
 pub(super) async fn bump(conn: &mut PgConnection) -> StoreResult<()> {
     let version: i64 = sqlx::query_scalar(
-        "UPDATE state_version SET version = version + 1 WHERE id = 1 RETURNING version",
+        "UPDATE state_version SET version = version + 1, changed_at = clock_timestamp() \
+         WHERE id = 1 RETURNING version",
     )
     .fetch_one(&mut *conn)
     .await?;

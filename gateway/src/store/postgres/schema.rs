@@ -67,4 +67,10 @@ CREATE INDEX tunnel_presence_node ON tunnel_presence(node_id)
 ALTER TABLE nodes ADD COLUMN ssh_addr TEXT
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE state_version ADD COLUMN changed_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+"#,
+    ),
 ];
