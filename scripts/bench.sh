@@ -7,6 +7,8 @@
 #   d. MySQL sysbench oltp_read_only, 8 threads (scripts/bench-mysql.sh)
 #   e. gateway RSS with 1,000 idle agents (real SSH sessions, one key each) and one agent's RSS
 #   f. bulk throughput over a 50 ms round trip (user-space delay proxy) vs plain TCP over it
+#   g. a cluster (scripts/cluster.sh --bench): entering through a node without the agent's tunnel
+#      (it forwards over the peer link) vs through the node that holds it, same nginx behind
 # and prints one table of medians with ratios to direct. Not a test: a shared 2-core machine is
 # noisy; compare ratios, not absolute numbers.
 #
@@ -19,7 +21,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 need=()
-for pkg in nginx wrk curl python3; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+pkgs=(nginx wrk curl python3)
+[[ $skip != *,g,* ]] && pkgs+=(postgresql haproxy openssl)
+for pkg in "${pkgs[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -116,26 +120,13 @@ tunnel="http://$http/r/$reg"
 wait_for "curl -sf -o /dev/null -H 'G2C-Key: $key' $tunnel/1k"
 agent_idle_rss=$(rss_kib "$agent_pid")
 
-failures=0
-wrk_run() { # label url [wrk args...] -> prints requests/s; p50 ms; p99 ms
+# wrk_run runs in a subshell (process substitution): failed requests are counted in a file.
+wrk_run() { # url [wrk args...] -> prints requests/s; p50 ms; p99 ms
   local url=$1; shift
-  local out
-  out=$(wrk "$@" -d "${secs}s" -H "G2C-Key: $key" "$url")
-  local bad
-  bad=$(awk '/Non-2xx|Socket errors/ {for(i=1;i<=NF;i++) if ($i ~ /^[0-9]+,?$/) s+=$i} END {print s+0}' <<<"$out")
-  failures=$((failures + bad))
-  python3 - "$out" <<'PY'
-import re, sys
-out = sys.argv[1]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-def ms(label):
-    m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    if not m:
-        return float("nan")
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-print(rps, ms(50), ms(99))
-PY
+  local rps p50 p99 bad
+  read -r rps p50 p99 bad < <(wrk "$@" -d "${secs}s" -H "G2C-Key: $key" "$url" | scripts/wrk_summary.py)
+  echo "$bad" >>"$work/failed"
+  echo "$rps $p50 $p99"
 }
 curl_speed() { # url -> MiB/s
   curl -s -o /dev/null -H "G2C-Key: $key" -w '%{speed_download} %{http_code}\n' "$1" |
@@ -199,6 +190,16 @@ if [[ $skip != *,d,* ]]; then
   mysql_table=$(scripts/bench-mysql.sh "$rounds" "$secs" 2>/dev/null)
 fi
 
+# --- g. cluster: through a node without the tunnel vs through its holder -----------------------
+cluster_table=""
+if [[ $skip != *,g,* ]]; then
+  cluster_table=$(CLUSTER_APP="127.0.0.1:$ng_port" CLUSTER_PATH=/1k \
+    scripts/cluster.sh --bench "$rounds" "$secs" 2>"$work/cluster.err") ||
+    { tail -n 30 "$work/cluster.err" >&2; echo "cluster benchmark failed" >&2; exit 1; }
+  grep '^cluster round' "$work/cluster.err" >&2 || true
+fi
+
+failures=$(awk '{s += $1} END {print s + 0}' "$work/failed")
 python3 - "$failures" "$per_agent" "$agent_idle_rss" "$mysql_table" \
   "${d_rps[*]}" "${t_rps[*]}" "${d_p50[*]}" "${t_p50[*]}" "${d_p99[*]}" "${t_p99[*]}" \
   "${d_gib[*]}" "${t_gib[*]}" "${d_wan[*]:-}" "${t_wan[*]:-}" <<'PY'
@@ -226,3 +227,4 @@ if d_wan:
     print(f"| 50 ms RTT bulk, 256 MiB (MiB/s) | {m(d_wan):.1f} (plain TCP) | {m(t_wan):.1f} | {m(t_wan)/m(d_wan):.2f} | ≥ 0.80 |")
 print(f"\nfailed requests during load runs: {failures}")
 PY
+[[ -z $cluster_table ]] || printf '\n%s\n' "$cluster_table"

@@ -8,12 +8,23 @@
 #   scripts/cluster.sh          run it and stay up until Ctrl-C (HAProxy on 127.0.0.1:8000/2222)
 #   scripts/cluster.sh --check  same on free ports, non-interactive; exits 0 only if every node
 #                               answered 200 (CI runs this)
+#   scripts/cluster.sh --bench [ROUNDS=3] [SECONDS=8]
+#                               --check, then wrk through a node that holds the tunnel and through
+#                               the node that forwards over the peer link, interleaved rounds; prints
+#                               a table of medians and their ratio (scripts/bench.sh runs this with
+#                               CLUSTER_APP=host:port CLUSTER_PATH=/1k pointing at its nginx)
 #
 # Needs the postgresql, haproxy and openssl packages (scripts/test.sh installs them).
 set -euo pipefail
 
-check=0
-[[ "${1:-}" == "--check" ]] && check=1
+check=0 bench=0
+case "${1:-}" in
+  --check) check=1 ;;
+  --bench) check=1 bench=1 rounds=${2:-3} secs=${3:-8}; export G2C_LOG=${G2C_LOG:-warn} ;;
+esac
+# With --bench only the table goes to stdout (fd 3); progress goes to stderr.
+if [[ $bench == 1 ]]; then exec 3>&1 1>&2; fi
+app_path=${CLUSTER_PATH:-/hello}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
@@ -141,27 +152,32 @@ wait_for "HAProxy" 10 python3 -c "import socket; socket.create_connection(('127.
 
 # --- the app and an agent on two nodes -------------------------------------------------------
 say "starting the private app and registering an agent"
-python3 "$root/scripts/demo_app.py" "$work/app.port" 2>"$work/app.log" &
-pids+=($!)
-wait_for "the app" 10 test -s "$work/app.port"
+if [[ -n "${CLUSTER_APP:-}" ]]; then
+  app=$CLUSTER_APP
+else
+  python3 "$root/scripts/demo_app.py" "$work/app.port" 2>"$work/app.log" &
+  pids+=($!)
+  wait_for "the app" 10 test -s "$work/app.port"
+  app="127.0.0.1:$(cat "$work/app.port")"
+fi
 g2c() { "$bin/g2c-gateway" --config "$work/node1/gateway.toml" "$@"; }
 token=$(g2c token create --uses 1 --ttl 1h)
 "$bin/g2c-agent" --config "$work/agent.toml" register --name cluster-demo \
   --backchannel "http://$(ready "$work/node1/ready" backchannel)" --token "$token" \
-  --service "web=127.0.0.1:$(cat "$work/app.port")"
+  --service "web=$app"
 # The agent's own GUI on a free port (a quickstart agent may hold the default one).
 printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/agent.toml"
 reg=$(python3 -c "import tomllib,sys; print(tomllib.load(open(sys.argv[1],'rb'))['registration_id'])" "$work/agent.toml")
 "$bin/g2c-agent" --config "$work/agent.toml" run 2>"$work/agent.log" &
 pids+=($!)
+holds() { # n: does node n hold the agent's tunnel?
+  curl -sf -H "Authorization: Bearer $(cat "$work/admin_token")" \
+    "http://$(ready "$work/node$1/ready" admin)/v1/registrations" |
+    python3 -c "import json,sys; sys.exit(0 if any(r['id']==sys.argv[1] and r['connected'] for r in json.load(sys.stdin)) else 1)" "$reg"
+}
 held() { # how many nodes hold the agent's tunnel
   local count=0
-  for n in 1 2 3; do
-    curl -sf -H "Authorization: Bearer $(cat "$work/admin_token")" \
-      "http://$(ready "$work/node$n/ready" admin)/v1/registrations" |
-      python3 -c "import json,sys; sys.exit(0 if any(r['id']==sys.argv[1] and r['connected'] for r in json.load(sys.stdin)) else 1)" "$reg" &&
-      count=$((count + 1))
-  done
+  for n in 1 2 3; do holds "$n" && count=$((count + 1)); done
   echo "$count"
 }
 wait_for "the agent's two tunnels" 20 test "$(held)" = 2
@@ -173,18 +189,22 @@ ok=1
 for n in 1 2 3; do
   addr=$(ready "$work/node$n/ready" http)
   for _ in $(seq 1 30); do  # until the node's presence cache has the tunnel (polled)
-    status=$(curl -s -o "$work/reply" -w '%{http_code}' -H "G2C-Key: $key" "http://$addr/r/$reg/hello" || true)
+    status=$(curl -s -o "$work/reply" -w '%{http_code}' -H "G2C-Key: $key" "http://$addr/r/$reg$app_path" || true)
     [[ $status == 200 ]] && break
     sleep 0.1
   done
   echo "node $n ($addr): $status"
   [[ $status == 200 ]] || ok=0
 done
-status=$(curl -s -o /dev/null -w '%{http_code}' -H "G2C-Key: $key" "http://127.0.0.1:$lb_http/r/$reg/hello" || true)
+status=$(curl -s -o /dev/null -w '%{http_code}' -H "G2C-Key: $key" "http://127.0.0.1:$lb_http/r/$reg$app_path" || true)
 echo "HAProxy (127.0.0.1:$lb_http): $status"
 [[ $status == 200 ]] || ok=0
 [[ $ok == 1 ]] || fail "expected 200 through every node"
 
+if [[ $bench == 1 ]]; then
+  source "$root/scripts/cluster-bench.sh"
+  exit 0
+fi
 if [[ $check == 1 ]]; then
   say "cluster check passed"
   exit 0
