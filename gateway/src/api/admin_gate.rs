@@ -60,8 +60,9 @@ impl AdminGate {
         let path = req.uri().path();
         // A load balancer's check (HAProxy's `option httpchk` speaks HTTP/1.0) names no host;
         // browsers always do, so a probe without one is no rebinding.
-        let probe = matches!(path, "/healthz" | "/readyz");
-        if !(probe && !req.headers().contains_key(header::HOST)) {
+        let hostless_probe =
+            matches!(path, "/healthz" | "/readyz") && !req.headers().contains_key(header::HOST);
+        if !hostless_probe {
             self.check_host(req)?;
         }
         check_not_cross_site(req)?;
