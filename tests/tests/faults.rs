@@ -290,7 +290,7 @@ async fn sigterm_with_100_responses_in_flight_completes_them_all_and_exits_promp
     // The agent was told to go away rather than left to find out.
     g2c_tests::wait_until(Duration::from_secs(5), "the agent got GoAway", || {
         let text = st.agent.log_text();
-        async move { text.contains("gateway went away; reconnecting after a random delay") }
+        async move { text.contains("gateway went away; reconnecting elsewhere after a random delay") }
     })
     .await;
 }

@@ -54,7 +54,7 @@ async fn gateway_restart_agent_reconnects_by_itself() {
     );
     assert_eq!(app.last().uri, "/after");
     assert!(
-        agent.log_text().contains("reconnecting after"),
+        agent.log_text().contains("gateway went away; reconnecting"),
         "{}",
         agent.log_text()
     );
