@@ -1,4 +1,5 @@
-//! A gateway on PostgreSQL, and the database going away under it: requests over the tunnel
+//! A gateway on PostgreSQL, and the database going away under it (a fast shutdown and start,
+//! as `pg_ctl restart -m fast`) under four request loops: requests over the tunnel
 //! keep succeeding on cached credentials, the node stays ready, a registration during the
 //! outage gets a clear 503 (`overloaded`), and everything recovers by itself once the server
 //! is back (the pool reconnects; no restart of the gateway).
@@ -10,6 +11,7 @@ use g2c_gateway::config::GatewayConfig;
 use g2c_tests::backend::Backend;
 use g2c_tests::client::{send, Reply};
 use g2c_tests::harness::{routed, GatewayOptions, TestGateway};
+use g2c_tests::load::{failures, Load, Target};
 use g2c_tests::postgres::Postgres;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -46,6 +48,16 @@ async fn a_database_outage_keeps_tunnels_serving_and_refuses_writes_with_503_unt
     let ok = send(gw.http(), routed(Method::GET, agent.id(), "/x", &key, "")).await;
     assert_eq!(ok.status, StatusCode::OK);
 
+    // Four request loops over the tunnel for the whole outage and recovery.
+    let load = Load::loops(
+        Target {
+            addr: gw.http(),
+            registration: agent.id().to_owned(),
+            key: key.clone(),
+        },
+        4,
+        Duration::from_secs(60),
+    );
     pg.stop();
     let down = Instant::now();
     for i in 0..20 {
@@ -83,4 +95,13 @@ async fn a_database_outage_keeps_tunnels_serving_and_refuses_writes_with_503_unt
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     let ok = send(gw.http(), routed(Method::GET, agent.id(), "/x", &key, "")).await;
     assert_eq!(ok.status, StatusCode::OK);
+    let all = load.finish().await;
+    let failed = failures(&all);
+    eprintln!(
+        "{} requests under load through the stop and restart, {} failed",
+        all.len(),
+        failed.len()
+    );
+    assert!(all.len() > 100, "the load ran: {}", all.len());
+    assert!(failed.is_empty(), "{:?}", failed.first().map(|o| &o.result));
 }
