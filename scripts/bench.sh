@@ -7,6 +7,8 @@
 #   d. MySQL sysbench oltp_read_only, 8 threads (scripts/bench-mysql.sh)
 #   e. gateway RSS with 1,000 idle agents (real SSH sessions, one key each) and one agent's RSS
 #   f. bulk throughput over a 50 ms round trip (user-space delay proxy) vs plain TCP over it
+#   h. latency at concurrency 1 to an app that writes head and body in two writes with Nagle on
+#      (scripts/demo_app.py, Python's http.server), direct vs through the tunnel
 #   g. a cluster (scripts/cluster.sh --bench): entering through a node without the agent's tunnel
 #      (it forwards over the peer link) vs through the node that holds it, same nginx behind
 # and prints one table of medians with ratios to direct. Not a test: a shared 2-core machine is
@@ -165,6 +167,26 @@ if [[ $skip != *,f,* ]]; then
   done
 fi
 
+# --- h. an app that writes head and body apart (Nagle on): no delayed-ACK stalls -------------
+declare -a d_two t_two
+if [[ $skip != *,h,* ]]; then
+  python3 scripts/demo_app.py "$work/two.port" 2>"$work/two.log" &
+  pids+=($!)
+  wait_for "[ -s $work/two.port ]"
+  two_app="127.0.0.1:$(cat "$work/two.port")"
+  two_reg=$(register "$work/two.toml" "web=$two_app")
+  printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/two.toml"
+  two_key=$(gw key create --registration "$two_reg")
+  G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$work/two.toml" run 2>"$work/two-agent.log" &
+  pids+=($!)
+  wait_for "curl -sf -o /dev/null -H 'G2C-Key: $two_key' http://$http/r/$two_reg/"
+  for r in $(seq 1 "$rounds"); do
+    read -r _ a _ < <(wrk_run "http://$two_app/" -t1 -c1 --latency); d_two+=("$a")
+    read -r _ a _ < <(key=$two_key wrk_run "http://$http/r/$two_reg/" -t1 -c1 --latency); t_two+=("$a")
+    echo "round $r: two-write app c=1 p50 ${d_two[-1]} / ${t_two[-1]} ms" >&2
+  done
+fi
+
 # --- e. 1,000 idle agents ----------------------------------------------------------------------
 per_agent="skipped"
 if [[ $skip != *,e,* ]]; then
@@ -202,11 +224,11 @@ fi
 failures=$(awk '{s += $1} END {print s + 0}' "$work/failed")
 python3 - "$failures" "$per_agent" "$agent_idle_rss" "$mysql_table" \
   "${d_rps[*]}" "${t_rps[*]}" "${d_p50[*]}" "${t_p50[*]}" "${d_p99[*]}" "${t_p99[*]}" \
-  "${d_gib[*]}" "${t_gib[*]}" "${d_wan[*]:-}" "${t_wan[*]:-}" <<'PY'
+  "${d_gib[*]}" "${t_gib[*]}" "${d_wan[*]:-}" "${t_wan[*]:-}" "${d_two[*]:-}" "${t_two[*]:-}" <<'PY'
 import re, statistics as st, sys
 failures, per_agent, agent_rss, mysql = sys.argv[1:5]
 cols = [[float(x) for x in a.split()] for a in sys.argv[5:]]
-d_rps, t_rps, d_p50, t_p50, d_p99, t_p99, d_gib, t_gib, d_wan, t_wan = cols
+d_rps, t_rps, d_p50, t_p50, d_p99, t_p99, d_gib, t_gib, d_wan, t_wan, d_two, t_two = cols
 m = lambda v: st.median(v) if v else float("nan")
 print("| figure | direct | tunnel | ratio / added | target |")
 print("|---|---|---|---|---|")
@@ -225,6 +247,8 @@ print(f"| gateway RSS per idle agent (1,000 agents) | | {per_agent} KiB | | ≤ 
 print(f"| one agent's idle RSS | | {int(agent_rss)/1024:.1f} MiB | | |")
 if d_wan:
     print(f"| 50 ms RTT bulk, 256 MiB (MiB/s) | {m(d_wan):.1f} (plain TCP) | {m(t_wan):.1f} | {m(t_wan)/m(d_wan):.2f} | ≥ 0.80 |")
+if d_two:
+    print(f"| two-write app (Nagle on), c=1 p50 (ms) | {m(d_two):.3f} | {m(t_two):.3f} | {m(t_two)-m(d_two):+.3f} ms | no 40 ms stall |")
 print(f"\nfailed requests during load runs: {failures}")
 PY
 [[ -z $cluster_table ]] || printf '\n%s\n' "$cluster_table"

@@ -36,8 +36,8 @@ m = st.median
 print("| cluster figure | through the holder | through another node | ratio / added |")
 print("|---|---|---|---|")
 print(f"| cluster HTTP req/s, 1 KiB, 32 conns | {m(h_rps):,.0f} | {m(o_rps):,.0f} | {m(o_rps)/m(h_rps):.2f} |")
-print(f"| cluster latency c=1 p50 (ms) | {m(h_p50):.3f} | {m(o_p50):.3f} | +{m(o_p50)-m(h_p50):.3f} ms |")
-print(f"| cluster latency c=1 p99 (ms) | {m(h_p99):.3f} | {m(o_p99):.3f} | +{m(o_p99)-m(h_p99):.3f} ms |")
+print(f"| cluster latency c=1 p50 (ms) | {m(h_p50):.3f} | {m(o_p50):.3f} | {m(o_p50)-m(h_p50):+.3f} ms |")
+print(f"| cluster latency c=1 p99 (ms) | {m(h_p99):.3f} | {m(o_p99):.3f} | {m(o_p99)-m(h_p99):+.3f} ms |")
 print(f"\nfailed cluster requests: {failures}")
 sys.exit(1 if failures else 0)
 PY

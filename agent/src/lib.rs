@@ -8,6 +8,7 @@ pub mod gui;
 pub mod health;
 pub mod local_api;
 pub mod logging;
+pub mod quickack;
 pub mod register;
 pub mod service;
 pub mod splice;

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
+use crate::quickack::QuickAck;
 use crate::status::Status;
 
 /// A configured service as the running session serves it.
@@ -123,7 +124,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
     if ack_data_stream(&mut stream).await.is_err() {
         return;
     }
-    let mut local = Tap::new(local, StatusBytes(status));
+    let mut local = Tap::new(QuickAck::new(local), StatusBytes(status));
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut stream,
         &mut local,
