@@ -112,12 +112,20 @@ register() { # config, then services...
   python3 -c "import tomllib; print(tomllib.load(open('$cfg','rb'))['registration_id'])"
 }
 connected() { curl -sf -H "Authorization: Bearer $(cat "$work/admin_token" 2>/dev/null)" "http://$(ready admin)/v1/registrations" | python3 -c "import json,sys; print(sum(1 for r in json.load(sys.stdin) if r['connected']))"; }
-reg=$(register "$work/agent.toml" "web=127.0.0.1:$ng_port")
-key=$(gw key create --registration "$reg")
-printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/agent.toml"
-G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$work/agent.toml" run 2>"$work/agent.log" &
-agent_pid=$!
-pids+=($agent_pid)
+# An agent `name` serving `service` as "web" (its own config, its GUI on a free port), dialling
+# the gateway's SSH port or `ssh_port` if given; sets agent_reg, agent_key and agent_pid.
+start_agent() { # name service [ssh_port]
+  local name=$1 service=$2 ssh=${3:-}
+  agent_reg=$(register "$work/$name.toml" "web=$service")
+  [[ -z $ssh ]] || sed -i "s/^ssh_port = .*/ssh_port = $ssh/" "$work/$name.toml"
+  printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/$name.toml"
+  agent_key=$(gw key create --registration "$agent_reg")
+  G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$work/$name.toml" run 2>"$work/$name.log" &
+  agent_pid=$!
+  pids+=($agent_pid)
+}
+start_agent agent "127.0.0.1:$ng_port"
+reg=$agent_reg key=$agent_key
 tunnel="http://$http/r/$reg"
 wait_for "curl -sf -o /dev/null -H 'G2C-Key: $key' $tunnel/1k"
 agent_idle_rss=$(rss_kib "$agent_pid")
@@ -153,12 +161,8 @@ if [[ $skip != *,f,* ]]; then
   "$bin/g2c-delay-proxy" --to "127.0.0.1:$ng_port" --delay-ms 25 --port-file "$work/p_web" &
   pids+=($!)
   wait_for "[ -s $work/p_ssh ] && [ -s $work/p_web ]"
-  wan_reg=$(register "$work/wan.toml" "web=127.0.0.1:$ng_port")
-  sed -i "s/^ssh_port = .*/ssh_port = $(cat "$work/p_ssh")/" "$work/wan.toml"
-  printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/wan.toml"
-  wan_key=$(gw key create --registration "$wan_reg")
-  G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$work/wan.toml" run 2>"$work/wan.log" &
-  pids+=($!)
+  start_agent wan "127.0.0.1:$ng_port" "$(cat "$work/p_ssh")"
+  wan_reg=$agent_reg wan_key=$agent_key
   wait_for "curl -sf -o /dev/null -H 'G2C-Key: $wan_key' http://$http/r/$wan_reg/1k"
   for r in $(seq 1 "$rounds"); do
     d_wan+=("$(curl_speed "http://127.0.0.1:$(cat "$work/p_web")/256m")")
@@ -170,15 +174,12 @@ fi
 # --- h. an app that writes head and body apart (Nagle on): no delayed-ACK stalls -------------
 declare -a d_two t_two
 if [[ $skip != *,h,* ]]; then
-  python3 scripts/demo_app.py "$work/two.port" 2>"$work/two.log" &
+  python3 scripts/demo_app.py "$work/two.port" 2>"$work/two-app.log" &
   pids+=($!)
   wait_for "[ -s $work/two.port ]"
   two_app="127.0.0.1:$(cat "$work/two.port")"
-  two_reg=$(register "$work/two.toml" "web=$two_app")
-  printf '\n[local_api]\nlisten = "127.0.0.1:0"\n' >>"$work/two.toml"
-  two_key=$(gw key create --registration "$two_reg")
-  G2C_LOG=warn G2C_LOG_DIR="$work/logs" "$tunnel_bin/g2c-agent" -c "$work/two.toml" run 2>"$work/two-agent.log" &
-  pids+=($!)
+  start_agent two "$two_app"
+  two_reg=$agent_reg two_key=$agent_key
   wait_for "curl -sf -o /dev/null -H 'G2C-Key: $two_key' http://$http/r/$two_reg/"
   for r in $(seq 1 "$rounds"); do
     read -r _ a _ < <(wrk_run "http://$two_app/" -t1 -c1 --latency); d_two+=("$a")

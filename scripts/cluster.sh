@@ -28,7 +28,7 @@ app_path=${CLUSTER_PATH:-/hello}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+source "$root/scripts/common.sh"
 fail() { echo "cluster FAILED: $*" >&2; tail -n 15 "$work"/*.log >&2 || true; exit 1; }
 
 say "building release binaries"
@@ -38,16 +38,8 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [[ -x "$pgbin/initdb" ]] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
 command -v haproxy >/dev/null || { echo "haproxy not found (apt-get install haproxy)" >&2; exit 1; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/g2c-cluster.XXXXXX")
+make_work cluster
 chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [[ $check == 1 ]]; then rm -rf "$work"; else echo "files kept in $work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 wait_for() { # what seconds command...
   local what=$1 secs=$2; shift 2

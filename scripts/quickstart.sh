@@ -13,21 +13,13 @@ check=0
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+source "$root/scripts/common.sh"
 
 say "building release binaries"
 cargo build --release --workspace --bins
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/g2c-quickstart.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [[ $check == 1 ]]; then rm -rf "$work"; else echo "files kept in $work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_work quickstart
 
 wait_for_file() { # path seconds
   for _ in $(seq 1 $(($2 * 10))); do [[ -s "$1" ]] && return 0; sleep 0.1; done

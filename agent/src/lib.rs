@@ -2,7 +2,8 @@
 //! every stream the gateway opens to a local service named in its own config.
 #![forbid(unsafe_code)]
 
-pub mod backoff;
+/// Reconnect pacing, shared with the gateway's own reconnect loops.
+pub use g2c_proto::backoff;
 pub mod config;
 pub mod gui;
 pub mod health;

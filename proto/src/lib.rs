@@ -12,6 +12,7 @@
 //! `AsyncRead`/`AsyncWrite` or on bytes.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod coalesce;
 pub mod config_error;
 pub mod error_code;

@@ -12,6 +12,7 @@ use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Row;
 
+mod listen;
 mod rows;
 mod schema;
 
@@ -469,54 +470,10 @@ impl Store for PgStore {
         wake: std::sync::Arc<tokio::sync::Notify>,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let pool = self.pool.clone();
-        let listening = async move { stop.run_until_cancelled(listen(pool, wake)).await };
-        tokio::spawn(tracing::Instrument::instrument(
-            listening,
-            tracing::info_span!("store_listen"),
-        ));
+        listen::spawn(self.pool.clone(), wake, stop);
     }
 
     fn auth_data(&self) -> BoxFuture<'_, StoreResult<AuthData>> {
         self.auth_data_impl().boxed()
-    }
-}
-
-/// LISTEN on [`CHANGES_CHANNEL`], waking `wake` at each notification; on a lost connection,
-/// connect again after a jittered, growing pause (the poll covers what was missed meanwhile).
-async fn listen(pool: PgPool, wake: std::sync::Arc<tokio::sync::Notify>) {
-    use rand::Rng;
-    const FIRST: Duration = Duration::from_millis(200);
-    const LONGEST: Duration = Duration::from_secs(5);
-    let mut ceiling = FIRST;
-    loop {
-        let listener = async {
-            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            l.listen(CHANGES_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(l)
-        };
-        match listener.await {
-            Ok(mut l) => {
-                tracing::debug!("listening for state changes");
-                ceiling = FIRST;
-                // Someone may have changed the state while no one listened.
-                wake.notify_one();
-                while let Some(n) = l.try_recv().await.transpose() {
-                    match n {
-                        Ok(_) => wake.notify_one(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "change notifications lost");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for state changes"),
-        }
-        // Full jitter over a doubling ceiling: nodes that lost the database together do not
-        // come back in step.
-        let pause = ceiling.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
-        tokio::time::sleep(pause).await;
-        ceiling = (ceiling * 2).min(LONGEST);
     }
 }
