@@ -382,13 +382,14 @@ impl AgentConfig {
                     .name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || s.name.contains("--")
             {
                 return Err(invalid(
                     format!("services[{i}].name"),
-                    "letters, digits, - and _ only (1-64)",
+                    "letters, digits, - and _ only (1-64), no \"--\" (it separates service and registration in host names)",
                 ));
             }
-            if !names.insert(s.name.as_str()) {
+            if !names.insert(s.name.to_ascii_lowercase()) {
                 return Err(invalid(
                     format!("services[{i}].name"),
                     format!("duplicate service {:?}", s.name),

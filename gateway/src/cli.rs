@@ -50,8 +50,13 @@ pub async fn token(store: &dyn Store, op: TokenOp, json: bool) -> Result<()> {
 /// `key create|list|revoke`.
 pub async fn key(store: &dyn Store, op: KeyOp, json: bool) -> Result<()> {
     match op {
-        KeyOp::Create { registration } => {
-            let created = store.create_key(&registration).await?;
+        KeyOp::Create {
+            registration,
+            service,
+        } => {
+            let created = store
+                .create_scoped_key(&registration, service.as_deref())
+                .await?;
             print(json, &created, |c| c.secret.clone())?;
         }
         KeyOp::List { registration } => print(
@@ -61,9 +66,10 @@ pub async fn key(store: &dyn Store, op: KeyOp, json: bool) -> Result<()> {
                 ks.iter()
                     .map(|k| {
                         format!(
-                            "{}\tregistration={}\t{}",
+                            "{}\tregistration={}\tservice={}\t{}",
                             k.id,
                             k.registration_id,
+                            k.service.as_deref().unwrap_or("*"),
                             state(k.revoked_at.is_some())
                         )
                     })

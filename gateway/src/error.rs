@@ -9,6 +9,7 @@ use g2c_proto::registration::{ErrorBody, ErrorEnvelope};
 use http::{HeaderValue, Response, StatusCode};
 
 use g2c_proto::handshake::OpenError;
+use g2c_proto::AckCode;
 
 use crate::body::{full, ProxyBody};
 
@@ -67,6 +68,22 @@ pub enum RequestError {
     /// The key is for another registration.
     #[error("this API key may not call registration {0}")]
     Forbidden(String),
+    /// The key is scoped to another service of the registration.
+    #[error("this API key may call only the service {allowed:?} of registration {registration}")]
+    ForbiddenService {
+        /// Registration.
+        registration: String,
+        /// The one service the key may call.
+        allowed: String,
+    },
+    /// The registration has no HTTP service by that name.
+    #[error("registration {registration} has no HTTP service {service:?}")]
+    UnknownService {
+        /// Registration.
+        registration: String,
+        /// The name the caller asked for.
+        service: String,
+    },
     /// No live registration by that id.
     #[error("unknown registration {0}")]
     UnknownRegistration(String),
@@ -86,6 +103,28 @@ pub enum RequestError {
         service: String,
         /// What went wrong, for the gateway's log.
         detail: String,
+    },
+    /// The agent did not trust the local HTTPS origin's certificate. Callers learn the
+    /// service's name; the detail (the verifier's reason) is logged.
+    #[error(
+        "the local service {service:?} of registration {registration} failed TLS verification"
+    )]
+    LocalTlsError {
+        /// Registration.
+        registration: String,
+        /// The service's name.
+        service: String,
+        /// What the verifier said, for the gateway's log.
+        detail: String,
+    },
+    /// The agent's health check reports the service down (only when the operator asked
+    /// for such requests to be refused).
+    #[error("the local service {service:?} of registration {registration} is unhealthy")]
+    LocalServiceUnhealthy {
+        /// Registration.
+        registration: String,
+        /// The service's name.
+        service: String,
     },
     /// The local app did not answer in time.
     #[error("the local service of registration {0} did not answer in time")]
@@ -141,6 +180,21 @@ impl RequestError {
             OpenError::TooManyStreams => Self::Overloaded(Some(reg)),
             OpenError::TunnelClosed => Self::AgentOffline(reg),
             OpenError::Timeout => Self::UpstreamTimeout(reg),
+            OpenError::Refused {
+                code: AckCode::UnknownService,
+                ..
+            } => Self::UnknownService {
+                registration: reg,
+                service: service.to_owned(),
+            },
+            OpenError::Refused {
+                code: AckCode::LocalTls,
+                message,
+            } => Self::LocalTlsError {
+                registration: reg,
+                service: service.to_owned(),
+                detail: message,
+            },
             OpenError::Refused { message, .. } => Self::LocalServiceUnavailable {
                 registration: reg,
                 service: service.to_owned(),
@@ -178,6 +232,10 @@ impl RequestError {
             Self::PayloadTooLarge(_) => code::PAYLOAD_TOO_LARGE,
             Self::AgentOffline(_) => code::AGENT_OFFLINE,
             Self::LocalServiceUnavailable { .. } => code::LOCAL_SERVICE_UNAVAILABLE,
+            Self::ForbiddenService { .. } => code::FORBIDDEN,
+            Self::UnknownService { .. } => code::UNKNOWN_SERVICE,
+            Self::LocalTlsError { .. } => code::LOCAL_TLS_ERROR,
+            Self::LocalServiceUnhealthy { .. } => code::LOCAL_SERVICE_UNHEALTHY,
             Self::UpstreamTimeout(_) => code::UPSTREAM_TIMEOUT,
             Self::Overloaded(_) => code::OVERLOADED,
             Self::RateLimited { .. } => code::RATE_LIMITED,
@@ -197,14 +255,21 @@ impl RequestError {
             Self::Unauthorized | Self::EnrollmentRefused(_) | Self::AdminTokenRequired => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::Forbidden(_) | Self::RefusedHost | Self::CrossSite => StatusCode::FORBIDDEN,
-            Self::UnknownRegistration(_) | Self::NoSuchEndpoint | Self::NoSuch(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::Forbidden(_)
+            | Self::ForbiddenService { .. }
+            | Self::RefusedHost
+            | Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::UnknownRegistration(_)
+            | Self::UnknownService { .. }
+            | Self::NoSuchEndpoint
+            | Self::NoSuch(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::AgentOffline(_) | Self::LocalServiceUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Self::AgentOffline(_)
+            | Self::LocalServiceUnavailable { .. }
+            | Self::LocalTlsError { .. } => StatusCode::BAD_GATEWAY,
+            Self::LocalServiceUnhealthy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -217,6 +282,8 @@ impl RequestError {
         match self {
             Self::Unauthorized
             | Self::Forbidden(_)
+            | Self::ForbiddenService { .. }
+            | Self::UnknownService { .. }
             | Self::UnknownRegistration(_)
             | Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
@@ -229,7 +296,10 @@ impl RequestError {
             | Self::EnrollmentRefused(_)
             | Self::RateLimited { .. } => Party::Caller,
             Self::AgentOffline(_) => Party::Agent,
-            Self::LocalServiceUnavailable { .. } | Self::UpstreamTimeout(_) => Party::LocalApp,
+            Self::LocalServiceUnavailable { .. }
+            | Self::LocalTlsError { .. }
+            | Self::LocalServiceUnhealthy { .. }
+            | Self::UpstreamTimeout(_) => Party::LocalApp,
             Self::Overloaded(_) | Self::StoreUnavailable(_) | Self::Internal(_) => Party::Gateway,
         }
     }
@@ -242,6 +312,18 @@ impl RequestError {
             | Self::AgentOffline(r)
             | Self::UpstreamTimeout(r)
             | Self::LocalServiceUnavailable {
+                registration: r, ..
+            }
+            | Self::ForbiddenService {
+                registration: r, ..
+            }
+            | Self::UnknownService {
+                registration: r, ..
+            }
+            | Self::LocalTlsError {
+                registration: r, ..
+            }
+            | Self::LocalServiceUnhealthy {
                 registration: r, ..
             }
             | Self::RateLimited {
@@ -269,6 +351,14 @@ impl RequestError {
                 detail,
             } => {
                 tracing::info!(registration, service, %detail, "local service unavailable");
+                self.to_string()
+            }
+            Self::LocalTlsError {
+                registration,
+                service,
+                detail,
+            } => {
+                tracing::warn!(registration, service, %detail, "local origin failed TLS verification");
                 self.to_string()
             }
             other => other.to_string(),

@@ -83,6 +83,9 @@ enum KeyOp {
         /// Registration the key may call.
         #[arg(long)]
         registration: String,
+        /// Only this HTTP service of it (default: every service).
+        #[arg(long)]
+        service: Option<String>,
     },
     /// List keys.
     List {

@@ -11,6 +11,14 @@ pub const UNKNOWN_REGISTRATION: &str = "unknown_registration";
 pub const AGENT_OFFLINE: &str = "agent_offline";
 /// The agent is up but the local application refused or is unreachable.
 pub const LOCAL_SERVICE_UNAVAILABLE: &str = "local_service_unavailable";
+/// The registration has no HTTP service by the name the request gave.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+/// The agent reached the local HTTPS origin but did not trust its certificate (wrong CA or
+/// wrong name): never downgraded to plain HTTP.
+pub const LOCAL_TLS_ERROR: &str = "local_tls_error";
+/// The agent's health check says the local service is down, and the operator asked callers
+/// to be told so rather than sent to it.
+pub const LOCAL_SERVICE_UNHEALTHY: &str = "local_service_unhealthy";
 /// The local application did not answer in time.
 pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
 /// The gateway or the tunnel is at capacity.

@@ -163,6 +163,9 @@ pub enum AckCode {
     UnsupportedVersion,
     /// The agent is at its stream limit.
     Overloaded,
+    /// The local HTTPS origin's certificate was not trusted (CA or name), or its TLS
+    /// handshake failed.
+    LocalTls,
 }
 
 /// The agent's answer to a [`StreamHeader`].

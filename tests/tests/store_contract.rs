@@ -42,6 +42,7 @@ cases!(
     tokens_limit_uses_expiry_and_revocation,
     registrations_get_distinct_ports_never_reused,
     keys_belong_to_live_registrations_and_revocation_cascades,
+    keys_may_be_scoped_to_one_service,
     tcp_allowlists_allocate_within_the_quota,
     every_write_bumps_the_version_and_nothing_else_does,
     the_auth_snapshot_holds_exactly_what_is_live,
@@ -188,6 +189,30 @@ async fn keys_belong_to_live_registrations_and_revocation_cascades(s: Arc<dyn St
     };
     assert!(revoked(&ka.info.id) && revoked(&ka2.info.id), "cascaded");
     assert!(!revoked(&kb.info.id));
+}
+
+async fn keys_may_be_scoped_to_one_service(s: Arc<dyn Store>) {
+    let a = registered(&*s).await;
+    let scoped = s.create_scoped_key(&a, Some("Reports")).await.unwrap();
+    assert_eq!(
+        scoped.info.service.as_deref(),
+        Some("reports"),
+        "stored lowercased"
+    );
+    let any = s.create_key(&a).await.unwrap();
+    assert_eq!(any.info.service, None);
+    assert!(matches!(
+        s.create_scoped_key(&a, Some("no spaces")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let listed = s.list_keys(Some(&a)).await.unwrap();
+    let by_id = |id: &str| listed.iter().find(|k| k.id == id).unwrap().service.clone();
+    assert_eq!(by_id(&scoped.info.id).as_deref(), Some("reports"));
+    assert_eq!(by_id(&any.info.id), None);
+    let auth = s.auth_data().await.unwrap();
+    let hash = g2c_gateway::store::hash_secret(&scoped.secret);
+    let (_, k) = auth.keys.iter().find(|(h, _)| *h == hash).unwrap();
+    assert_eq!(k.service.as_deref(), Some("reports"));
 }
 
 async fn tcp_allowlists_allocate_within_the_quota(s: Arc<dyn Store>) {

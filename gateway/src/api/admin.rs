@@ -44,6 +44,20 @@ struct RegistrationView {
     /// Unix seconds of the agent's last heartbeat.
     last_heartbeat: Option<u64>,
     tcp_services: Vec<TcpView>,
+    /// The services the connected agent announced, with the health it last reported.
+    services: Vec<ServiceView>,
+}
+
+#[derive(Serialize)]
+struct ServiceView {
+    name: String,
+    kind: g2c_proto::ServiceKind,
+    /// The HTTP service requests go to when they name none.
+    default: bool,
+    /// `None` until the agent reports, or when the service is not health-checked.
+    healthy: Option<bool>,
+    /// The last probe's duration, microseconds.
+    probe_us: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -174,7 +188,7 @@ where
         (Method::POST, Route::RevokeRegistration(id)) => ops::revoke_registration(core, id).await,
         (Method::POST, Route::Disconnect(id)) => disconnect(core, id).await,
         (Method::GET, Route::RegistrationKeys(id)) => ops::list_keys(core, Some(id)).await,
-        (Method::POST, Route::RegistrationKeys(id)) => ops::create_key(core, id).await,
+        (Method::POST, Route::RegistrationKeys(id)) => ops::create_key(core, id, req).await,
         (Method::PUT, Route::TcpAllow(id, service)) => {
             ops::set_tcp_allow(core, id, service, req).await
         }
@@ -282,8 +296,29 @@ fn view(admin: &Admin, r: Registration, tcp: &[TcpService]) -> RegistrationView 
             .map(|s| s.last_heartbeat.load(Ordering::Relaxed))
             .filter(|t| *t > 0),
         tcp_services,
+        services: live.as_ref().map(|s| services_view(s)).unwrap_or_default(),
         registration: r,
     }
+}
+
+/// A live session's services and their reported health.
+fn services_view(session: &crate::core::registry::AgentSession) -> Vec<ServiceView> {
+    let health = session.health.read().unwrap_or_else(|p| p.into_inner());
+    let default = session.http_service_named(None);
+    session
+        .services
+        .iter()
+        .map(|d| {
+            let h = health.iter().find(|h| h.name == d.name);
+            ServiceView {
+                name: d.name.clone(),
+                kind: d.kind,
+                default: d.kind == g2c_proto::ServiceKind::Http && Some(d.name.as_str()) == default,
+                healthy: h.map(|h| h.healthy),
+                probe_us: h.map(|h| h.latency_us),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -32,6 +32,15 @@ struct NewToken {
     ttl_secs: Option<u64>,
 }
 
+/// `POST /v1/registrations/{id}/keys` (the body may be empty).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    /// The one HTTP service the key may call; absent or null: every service.
+    #[serde(default)]
+    service: Option<String>,
+}
+
 /// JSON numbers as JSON Schema's `integer` means them: `3` and `3.0` alike.
 mod whole {
     use serde::{de::Error, Deserialize, Deserializer};
@@ -143,9 +152,17 @@ pub async fn key(core: &Core, id: &str) -> Answer {
 }
 
 /// `POST /v1/registrations/{id}/keys`: the secret is in this answer only.
-pub async fn create_key(core: &Core, registration: &str) -> Answer {
-    let created = core.store.create_key(registration).await?;
-    tracing::info!(key = %created.info.id, registration, "API key created through the admin API");
+pub async fn create_key<B>(core: &Core, registration: &str, req: Request<B>) -> Answer
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let asked: NewKey = read_json(req, MAX_BODY).await?;
+    let created = core
+        .store
+        .create_scoped_key(registration, asked.service.as_deref())
+        .await?;
+    tracing::info!(key = %created.info.id, registration, service = ?created.info.service, "API key created through the admin API");
     changed(core).await;
     Ok(json(StatusCode::CREATED, &created))
 }

@@ -151,15 +151,24 @@ fn route(
         .registry
         .get(&dial.registration)
         .ok_or(DialReply::NotHere)?;
-    let service = match &dial.service {
-        Some(s) => s.clone(),
-        None => session
-            .http_service()
-            .ok_or_else(|| DialReply::Refused {
-                code: AckCode::UnknownService,
-                message: "the agent offers no HTTP service".into(),
-            })?
-            .to_owned(),
+    let service = match session.http_service_named(dial.service.as_deref()) {
+        Some(s) => s.to_owned(),
+        // A TCP service is named exactly (the dialling node took it from its TCP port).
+        None => match &dial.service {
+            Some(s) if session.services.iter().any(|d| d.name == *s) => s.clone(),
+            Some(s) => {
+                return Err(DialReply::Refused {
+                    code: AckCode::UnknownService,
+                    message: format!("no service named {s:?}"),
+                })
+            }
+            None => {
+                return Err(DialReply::Refused {
+                    code: AckCode::UnknownService,
+                    message: "the agent offers no HTTP service".into(),
+                })
+            }
+        },
     };
     let header = StreamHeader::new(service, dial.request_id.clone(), dial.caller_addr.clone());
     Ok((header, session))

@@ -76,6 +76,10 @@ pub struct LimitsConfig {
     /// MiB of yamux receive window per tunnel on top of 256 KiB per stream: what one agent may
     /// have in flight towards the gateway (bulk speed on long links against memory per tunnel).
     pub yamux_window_headroom_mib: usize,
+    /// Answer 503 `local_service_unhealthy` (with `Retry-After`) for an HTTP service the
+    /// agent's health check last found down, instead of sending the request to it. Off by
+    /// default: a health check can be wrong, and the app's own answer is usually better.
+    pub refuse_unhealthy_services: bool,
 }
 
 impl Default for LimitsConfig {
@@ -108,6 +112,7 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024 * 1024,
             max_streams_per_tunnel: g2c_proto::tuning::YAMUX_MAX_STREAMS,
             yamux_window_headroom_mib: g2c_proto::tuning::YAMUX_WINDOW_HEADROOM >> 20,
+            refuse_unhealthy_services: false,
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct AuditRecord<'a> {
     /// Request path, without the query string.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<&'a str>,
-    /// TCP service name.
+    /// The service: a TCP service, or the HTTP service the request went to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<&'a str>,
     /// HTTP status sent to the caller.

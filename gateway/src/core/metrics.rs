@@ -143,6 +143,11 @@ families! {
     /// Front-door requests by registration and status class (`2xx` .. `5xx`).
     http_requests: IntCounterVec = counters("g2c_http_requests_total",
         "Front-door requests by registration and status class", &["registration", "status_class"]);
+    /// Front-door requests by registration, the agent's HTTP service they went to, and
+    /// status class (only requests that reached a service the agent announced).
+    http_service_requests: IntCounterVec = counters("g2c_http_service_requests_total",
+        "Front-door requests by registration, service and status class",
+        &["registration", "service", "status_class"]);
     /// Front-door requests answered with a gateway error code, by registration and code.
     http_errors: IntCounterVec = counters("g2c_http_errors_total",
         "Front-door requests answered with a gateway error, by code", &["registration", "code"]);
@@ -232,6 +237,13 @@ impl Metrics {
             .with_label_values(&[registration])
             .observe(duration.as_secs_f64());
         self.add_bytes(registration, "http", bytes_in, bytes_out);
+    }
+
+    /// Count a request that went to `service` of `registration`.
+    pub fn observe_service_request(&self, registration: &str, service: &str, status: u16) {
+        self.http_service_requests
+            .with_label_values(&[registration, service, status_class(status)])
+            .inc();
     }
 
     /// Add payload bytes for a registration.

@@ -38,6 +38,8 @@ pub struct AgentSession {
     pub inflight: Arc<Inflight>,
     /// Unix seconds of the agent's last heartbeat (0: none yet).
     pub last_heartbeat: AtomicU64,
+    /// The services' health as the agent last reported it (empty until its first report).
+    pub health: std::sync::RwLock<Vec<g2c_proto::ServiceHealth>>,
     /// Cancelled to tell the agent, on its control stream, to go away and reconnect (to this
     /// gateway once it is back, or to another behind the same name).
     pub go_away: tokio_util::sync::CancellationToken,
@@ -118,11 +120,23 @@ impl AgentSession {
         self.inflight.count.load(Ordering::Acquire)
     }
 
-    /// The service HTTP requests go to: the first HTTP service the agent announced.
-    pub fn http_service(&self) -> Option<&str> {
+    /// Whether the agent last reported `service` unhealthy (unknown counts as healthy).
+    pub fn reported_unhealthy(&self, service: &str) -> bool {
+        self.health
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|h| h.name == service && !h.healthy)
+    }
+
+    /// The HTTP service a request goes to, as the agent named it: the one `asked` for
+    /// (matched without regard to case, as host names are), else the agent's default, its
+    /// first HTTP service. `None` when there is no such HTTP service.
+    pub fn http_service_named(&self, asked: Option<&str>) -> Option<&str> {
         self.services
             .iter()
-            .find(|s| s.kind == g2c_proto::ServiceKind::Http)
+            .filter(|s| s.kind == g2c_proto::ServiceKind::Http)
+            .find(|s| asked.is_none_or(|a| s.name.eq_ignore_ascii_case(a)))
             .map(|s| s.name.as_str())
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 
-use super::route::{KEY_HEADER, REGISTRATION_HEADER};
+use super::route::{KEY_HEADER, REGISTRATION_HEADER, SERVICE_HEADER};
 
 /// Request id header, added when the caller sent none.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,6 +45,7 @@ const NOT_NOMINABLE: &[&str] = &[
     "transfer-encoding",
     "g2c-key",
     "g2c-registration",
+    "g2c-service",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -115,6 +116,7 @@ pub fn prepare_request(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
     headers.remove(KEY_HEADER);
     headers.remove(REGISTRATION_HEADER);
+    headers.remove(SERVICE_HEADER);
     if let Some(proto) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, proto.clone());

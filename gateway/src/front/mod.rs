@@ -121,6 +121,7 @@ pub fn stack(front: &Arc<Front>, conn: ConnInfo) -> impl ConnService {
         .layer(CheckLayer(SessionCheck {
             core: core.clone(),
             max_inflight: limits.registration_max_inflight,
+            refuse_unhealthy: limits.refuse_unhealthy_services,
             remote: front.remote.clone(),
         }))
         .layer(TimeoutLayer {

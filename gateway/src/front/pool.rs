@@ -40,10 +40,11 @@ pub struct Pools {
     max_idle: usize,
 }
 
-/// The idle connections of one session.
+/// The idle connections of one session, each to one of its HTTP services (an agent has a
+/// handful, so a scan beats a map).
 pub struct Pool {
     session: u64,
-    idle: Mutex<Vec<SendRequest<CallerBody>>>,
+    idle: Mutex<Vec<(String, SendRequest<CallerBody>)>>,
     max_idle: usize,
 }
 
@@ -81,14 +82,18 @@ impl Pools {
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<CallerBody>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, SendRequest<CallerBody>)>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection that is ready for a request, if there is one.
-    async fn checkout(&self) -> Option<SendRequest<CallerBody>> {
+    /// An idle connection to `service` that is ready for a request, if there is one.
+    async fn checkout(&self, service: &str) -> Option<SendRequest<CallerBody>> {
         loop {
-            let mut sender = self.lock().pop()?;
+            let mut sender = {
+                let mut idle = self.lock();
+                let i = idle.iter().rposition(|(s, _)| s == service)?;
+                idle.swap_remove(i).1
+            };
             if sender.is_ready() {
                 return Some(sender);
             }
@@ -103,10 +108,10 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, sender: SendRequest<CallerBody>) {
+    fn checkin(&self, service: String, sender: SendRequest<CallerBody>) {
         let mut idle = self.lock();
         if idle.len() < self.max_idle && !sender.is_closed() {
-            idle.push(sender);
+            idle.push((service, sender));
         }
     }
 }
@@ -128,19 +133,22 @@ pub enum SendError {
     Http(hyper::Error),
 }
 
-/// Send `req` on an idle connection of `pool`, or on a new one. A pooled connection that
-/// closed before it took the request is retried once on a fresh one.
+/// Send `req` to `service` on an idle connection of `pool`, or on a new one. A pooled
+/// connection that closed before it took the request is retried once on a fresh one.
 pub async fn send(
     core: &Core,
     pool: &Pool,
     session: &AgentSession,
+    service: &str,
     mut req: Request<CallerBody>,
 ) -> Result<Sent, SendError> {
     loop {
-        let (mut sender, pooled) = match pool.checkout().await {
+        let (mut sender, pooled) = match pool.checkout(service).await {
             Some(s) => (s, true),
             None => (
-                connect(core, session).await.map_err(SendError::Connect)?,
+                connect(core, session, service)
+                    .await
+                    .map_err(SendError::Connect)?,
                 false,
             ),
         };
@@ -161,14 +169,23 @@ pub async fn send_remote(
     core: &Core,
     remote: &dyn Remote,
     registration: &str,
+    service: Option<&str>,
     caller: std::net::SocketAddr,
     req: Request<CallerBody>,
 ) -> Result<Sent, SendError> {
-    let dial = Dial::new(registration, None, "fwd", caller.to_string());
-    let stream = remote
-        .open(dial)
-        .await
-        .map_err(|e| SendError::Connect(RequestError::from_open(e, registration, "http")))?;
+    let dial = Dial::new(
+        registration,
+        service.map(str::to_owned),
+        "fwd",
+        caller.to_string(),
+    );
+    let stream = remote.open(dial).await.map_err(|e| {
+        SendError::Connect(RequestError::from_open(
+            e,
+            registration,
+            service.unwrap_or("http"),
+        ))
+    })?;
     let open = (
         GaugeGuard::new(
             core.metrics
@@ -191,19 +208,13 @@ pub async fn send_remote(
     }
 }
 
-/// Open a data stream to the session's HTTP service and start HTTP/1.1 on it.
+/// Open a data stream to the session's HTTP `service` and start HTTP/1.1 on it.
 async fn connect(
     core: &Core,
     session: &AgentSession,
+    service: &str,
 ) -> Result<SendRequest<CallerBody>, RequestError> {
     let reg = session.registration_id.as_str();
-    let service = session
-        .http_service()
-        .ok_or_else(|| RequestError::LocalServiceUnavailable {
-            registration: reg.to_owned(),
-            service: "http".into(),
-            detail: "the agent offers no HTTP service".into(),
-        })?;
     let header = StreamHeader::new(service, format!("pool-{}", session.id), "gateway".into());
     let stream = open_data_stream(&session.mux, &header)
         .await
@@ -240,19 +251,29 @@ async fn handshake(
     Ok(sender)
 }
 
+/// Where a connection goes back to: its pool, under its service.
+pub struct Return<'a> {
+    /// The connection.
+    pub sender: SendRequest<CallerBody>,
+    /// Its pool.
+    pub pool: &'a Arc<Pool>,
+    /// The service it is connected to.
+    pub service: String,
+}
+
 /// The app's response body; hands its connection back to the pool once read to the end.
 pub struct PooledBody {
     inner: Incoming,
-    back: Option<(SendRequest<CallerBody>, Weak<Pool>)>,
+    back: Option<(SendRequest<CallerBody>, Weak<Pool>, String)>,
     ended: bool,
 }
 
 impl PooledBody {
     /// Wrap `inner`; `back` is where the connection returns, `None` for one not to reuse.
-    pub fn new(inner: Incoming, back: Option<(SendRequest<CallerBody>, &Arc<Pool>)>) -> Self {
+    pub fn new(inner: Incoming, back: Option<Return<'_>>) -> Self {
         Self {
             inner,
-            back: back.map(|(s, p)| (s, Arc::downgrade(p))),
+            back: back.map(|r| (r.sender, Arc::downgrade(r.pool), r.service)),
             ended: false,
         }
     }
@@ -263,9 +284,9 @@ impl Drop for PooledBody {
         if !(self.ended || self.inner.is_end_stream()) {
             return; // cut short: the connection cannot be reused
         }
-        if let Some((sender, pool)) = self.back.take() {
+        if let Some((sender, pool, service)) = self.back.take() {
             if let Some(pool) = pool.upgrade() {
-                pool.checkin(sender);
+                pool.checkin(service, sender);
             }
         }
     }

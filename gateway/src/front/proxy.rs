@@ -69,6 +69,9 @@ async fn proxy(
         ));
     };
     let reg = target.registration.as_str();
+    // Resolved by the session layer for this node's tunnel; through another node, the
+    // holder resolves `None` to the agent's default.
+    let service_name = target.service.as_deref();
     let caller_version = req.version();
     let upgrade = (caller_version == Version::HTTP_11)
         .then(|| headers::upgrade_of(req.headers()))
@@ -84,21 +87,23 @@ async fn proxy(
         Tunnel::Remote(remote) => Upstream::Remote(remote.as_ref()),
     };
     let sending: BoxFuture<'_, _> = match &upstream {
-        Upstream::Local(session, pool) => {
-            Box::pin(pool::send(&front.core, pool, session, upstream_req))
-        }
+        Upstream::Local(session, pool) => Box::pin(pool::send(
+            &front.core,
+            pool,
+            session,
+            service_name.unwrap_or("http"),
+            upstream_req,
+        )),
         Upstream::Remote(remote) => Box::pin(pool::send_remote(
             &front.core,
             *remote,
             reg,
+            service_name,
             conn.peer,
             upstream_req,
         )),
     };
-    let service = || match &tunnel {
-        Tunnel::Local(s) => s.http_service().unwrap_or("http").to_owned(),
-        Tunnel::Remote(_) => "http".to_owned(),
-    };
+    let service = || service_name.unwrap_or("http").to_owned();
     let sent = match lease.run_until_cancelled(sending).await {
         None => return Err(RequestError::Unauthorized),
         Some(Ok(sent)) => sent,
@@ -137,7 +142,11 @@ async fn proxy(
     headers::prepare_response(resp.headers_mut(), switching);
     *resp.version_mut() = caller_version;
     let back = match &upstream {
-        Upstream::Local(_, pool) if !switching => Some((sent.sender, pool)),
+        Upstream::Local(_, pool) if !switching => Some(pool::Return {
+            sender: sent.sender,
+            pool,
+            service: service(),
+        }),
         _ => None,
     };
     Ok(resp.map(|body| Revocable::new(PooledBody::new(body, back), lease).boxed()))

@@ -22,6 +22,7 @@ pub struct Facts {
     pub bytes_in: AtomicU64,
     registration: OnceLock<String>,
     key_id: OnceLock<String>,
+    service: OnceLock<String>,
     inflight: OnceLock<InflightGuard>,
 }
 
@@ -44,6 +45,17 @@ impl Facts {
     /// The API key's ID, once authenticated.
     pub fn key_id(&self) -> Option<&str> {
         self.key_id.get().map(String::as_str)
+    }
+
+    /// The agent's HTTP service the request goes to, as the agent announced it (bounded
+    /// metric labels).
+    pub fn set_service(&self, name: &str) {
+        let _ = self.service.set(name.to_owned());
+    }
+
+    /// The service, once resolved on this node's tunnel.
+    pub fn service(&self) -> Option<&str> {
+        self.service.get().map(String::as_str)
     }
 
     /// Keep the request counted in flight on its tunnel until the record is finished.
@@ -119,6 +131,11 @@ impl RequestRecord {
             bytes_in,
             bytes_out,
         );
+        if let (Some(reg), Some(service)) = (registration, self.facts.service()) {
+            self.core
+                .metrics
+                .observe_service_request(reg, service, self.status);
+        }
         if self.core.audit.enabled() {
             self.core.audit.record(&AuditRecord {
                 time: rfc3339(SystemTime::now()),
@@ -128,7 +145,7 @@ impl RequestRecord {
                 caller: self.caller.to_string(),
                 method: Some(self.method.as_str()),
                 path: self.path.as_deref(),
-                service: None,
+                service: self.facts.service(),
                 status: Some(self.status),
                 bytes_in,
                 bytes_out,

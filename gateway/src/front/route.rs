@@ -9,14 +9,23 @@ use crate::error::RequestError;
 
 /// Header naming the registration explicitly.
 pub const REGISTRATION_HEADER: &str = "g2c-registration";
+/// Header naming the agent's HTTP service, when the host label or path did not.
+pub const SERVICE_HEADER: &str = "g2c-service";
+/// Separates a service from its registration in a host label or path segment:
+/// `<svc>--<id>.<base_domain>` stays one DNS label, so one wildcard certificate covers it.
+pub const SERVICE_SEPARATOR: &str = "--";
 /// Header carrying the API key (alternative to `Proxy-Authorization: Bearer`).
 pub const KEY_HEADER: &str = "g2c-key";
 
-/// The registration a request targets (a request extension from the route layer on) and, for `/r/<id>/...` requests, the path the app sees.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The registration a request targets (a request extension from the route layer on), the
+/// service it asked for, and, for `/r/<id>/...` requests, the path the app sees.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Target {
     /// Registration ID.
     pub registration: String,
+    /// The agent's HTTP service, when the caller (or its key's scope) named one; `None` is the
+    /// agent's default (its first HTTP service). The session layer fills in the default.
+    pub service: Option<String>,
     /// Path and query to forward, when the `/r/<id>` prefix was stripped.
     pub rewritten: Option<PathAndQuery>,
 }
@@ -30,6 +39,26 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-')
         && !id.ends_with('-')
+}
+
+/// Whether `name` has the shape of a service name as it arrives here (lowercased): what the
+/// agent's config allows (letters, digits, `-`, `_`; 1-64), without the separator.
+pub fn valid_service(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.contains(SERVICE_SEPARATOR)
+}
+
+/// A label or path segment: `<id>` or `<svc>--<id>`.
+fn parse_label(label: &str) -> Option<(Option<&str>, &str)> {
+    match label.split_once(SERVICE_SEPARATOR) {
+        Some((svc, id)) => (valid_service(svc) && valid_id(id) && !id.contains(SERVICE_SEPARATOR))
+            .then_some((Some(svc), id)),
+        None => valid_id(label).then_some((None, label)),
+    }
 }
 
 /// The host the caller addressed: `Host` header, else the URI authority (HTTP/2), without port.
@@ -53,21 +82,42 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
 
-/// Find the registration, in DESIGN.md's order: `Host: <id>.<base_domain>`, then the
-/// `G2C-Registration` header, then a `/r/<id>/` path prefix (stripped).
+/// Find the registration, in DESIGN.md's order: `Host: [<svc>--]<id>.<base_domain>`, then the
+/// `G2C-Registration` header, then a `/r/[<svc>--]<id>/` path prefix (stripped). The service
+/// comes from the same label, else from the `G2C-Service` header.
 pub fn route(headers: &HeaderMap, uri: &Uri, base_domain: &str) -> Result<Target, RequestError> {
+    let mut target = find_registration(headers, uri, base_domain)?;
+    if target.service.is_none() {
+        if let Some(value) = headers.get(SERVICE_HEADER) {
+            let svc = value
+                .to_str()
+                .ok()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| valid_service(s))
+                .ok_or_else(|| RequestError::BadRequest("malformed G2C-Service header".into()))?;
+            target.service = Some(svc);
+        }
+    }
+    Ok(target)
+}
+
+fn find_registration(
+    headers: &HeaderMap,
+    uri: &Uri,
+    base_domain: &str,
+) -> Result<Target, RequestError> {
     if let Some(host) = request_host(headers, uri) {
         let host = host.to_ascii_lowercase();
-        if let Some(label) = host
+        if let Some((svc, id)) = host
             .strip_suffix(base_domain)
             .and_then(|h| h.strip_suffix('.'))
+            .and_then(parse_label)
         {
-            if valid_id(label) {
-                return Ok(Target {
-                    registration: label.to_owned(),
-                    rewritten: None,
-                });
-            }
+            return Ok(Target {
+                registration: id.to_owned(),
+                service: svc.map(str::to_owned),
+                rewritten: None,
+            });
         }
     }
     if let Some(value) = headers.get(REGISTRATION_HEADER) {
@@ -79,15 +129,16 @@ pub fn route(headers: &HeaderMap, uri: &Uri, base_domain: &str) -> Result<Target
             .ok_or_else(|| RequestError::BadRequest("malformed G2C-Registration header".into()))?;
         return Ok(Target {
             registration: id,
+            service: None,
             rewritten: None,
         });
     }
     if let Some(rest) = uri.path().strip_prefix("/r/") {
-        let (id, tail) = match rest.find('/') {
+        let (label, tail) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        if valid_id(id) {
+        if let Some((svc, id)) = parse_label(label) {
             let pq = match uri.query() {
                 Some(q) => format!("{tail}?{q}"),
                 None => tail.to_owned(),
@@ -97,12 +148,13 @@ pub fn route(headers: &HeaderMap, uri: &Uri, base_domain: &str) -> Result<Target
                 .map_err(|_| RequestError::BadRequest("malformed path".into()))?;
             return Ok(Target {
                 registration: id.to_owned(),
+                service: svc.map(str::to_owned),
                 rewritten: Some(rewritten),
             });
         }
     }
     Err(RequestError::BadRequest(
-        "no registration named: use Host <id>.<base domain>, the G2C-Registration header or a /r/<id>/ path".into(),
+        "no registration named: use Host [<service>--]<id>.<base domain>, the G2C-Registration header or a /r/[<service>--]<id>/ path".into(),
     ))
 }
 
@@ -180,6 +232,56 @@ mod tests {
         assert_eq!(r.rewritten.unwrap().as_str(), "/a/b?c=1");
         let (h, u) = req(None, "/r/zzz", &[]);
         assert_eq!(route(&h, &u, "x").unwrap().rewritten.unwrap().as_str(), "/");
+    }
+
+    #[test]
+    fn services_by_label_header_and_path() {
+        let (h, u) = req(Some("reports--abc1.g2c.example.com"), "/x", &[]);
+        let r = route(&h, &u, "g2c.example.com").unwrap();
+        assert_eq!(
+            (r.registration.as_str(), r.service.as_deref()),
+            ("abc1", Some("reports"))
+        );
+        // The label's service wins over the header.
+        let (h, u) = req(
+            Some("reports--abc1.g2c.example.com"),
+            "/x",
+            &[(SERVICE_HEADER, "api")],
+        );
+        assert_eq!(
+            route(&h, &u, "g2c.example.com").unwrap().service.as_deref(),
+            Some("reports")
+        );
+        let (h, u) = req(
+            None,
+            "/",
+            &[(REGISTRATION_HEADER, "abc1"), (SERVICE_HEADER, "Api")],
+        );
+        let r = route(&h, &u, "x").unwrap();
+        assert_eq!(
+            (r.registration.as_str(), r.service.as_deref()),
+            ("abc1", Some("api"))
+        );
+        let (h, u) = req(Some("gw"), "/r/api--abc1/v1/users?x=1", &[]);
+        let r = route(&h, &u, "x").unwrap();
+        assert_eq!(
+            (r.registration.as_str(), r.service.as_deref()),
+            ("abc1", Some("api"))
+        );
+        assert_eq!(r.rewritten.unwrap().as_str(), "/v1/users?x=1");
+        let (h, u) = req(Some("abc1.x"), "/", &[]);
+        assert_eq!(route(&h, &u, "x").unwrap().service, None);
+        // Malformed service names are refused, not guessed at.
+        let (h, u) = req(
+            None,
+            "/",
+            &[(REGISTRATION_HEADER, "abc1"), (SERVICE_HEADER, "a b")],
+        );
+        assert_eq!(route(&h, &u, "x").unwrap_err().code(), "bad_request");
+        let (h, u) = req(Some("--abc1.x"), "/", &[]);
+        assert!(route(&h, &u, "x").is_err());
+        let (h, u) = req(Some("a--b--c.x"), "/", &[]);
+        assert!(route(&h, &u, "x").is_err(), "one separator only");
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub struct ApiKeyInfo {
     pub id: String,
     /// The one registration this key may call.
     pub registration_id: String,
+    /// The one HTTP service of it this key may call; `None`: any of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds, if revoked.
@@ -222,10 +225,19 @@ pub trait Store: Send + Sync + 'static {
     fn list_registrations(&self) -> BoxFuture<'_, StoreResult<Vec<Registration>>>;
     /// Revoke a registration and all its keys.
     fn revoke_registration<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<()>>;
-    /// Create an API key for a live registration.
+    /// Create an API key for a live registration, any of its services.
     fn create_key<'a>(
         &'a self,
         registration_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Created<ApiKeyInfo>>> {
+        self.create_scoped_key(registration_id, None)
+    }
+    /// Create an API key for a live registration, limited to one of its HTTP services when
+    /// `service` is given (an operator handing one team the reporting server only).
+    fn create_scoped_key<'a>(
+        &'a self,
+        registration_id: &'a str,
+        service: Option<&'a str>,
     ) -> BoxFuture<'a, StoreResult<Created<ApiKeyInfo>>>;
     /// Keys, optionally of one registration.
     fn list_keys<'a>(
@@ -268,6 +280,19 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Live registrations and keys.
     fn auth_data(&self) -> BoxFuture<'_, StoreResult<AuthData>>;
+}
+
+/// A key's service scope as stored: lowercased (callers' choices are matched that way), and
+/// shaped like a service name.
+pub fn service_scope(service: Option<&str>) -> StoreResult<Option<String>> {
+    let Some(name) = service else { return Ok(None) };
+    let name = name.trim().to_ascii_lowercase();
+    if !crate::front::route::valid_service(&name) {
+        return Err(StoreError::Invalid(format!(
+            "{name:?} is not a service name (letters, digits, - and _)"
+        )));
+    }
+    Ok(Some(name))
 }
 
 /// SHA-256 of a secret: what the request path looks keys up by (no allocation).

@@ -45,4 +45,10 @@ CREATE TABLE tcp_services (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE api_keys ADD COLUMN service TEXT
+"#,
+    ),
 ];

@@ -119,6 +119,7 @@ async fn on_message(
         ControlMessage::Report { mut report } => {
             announced_only(&mut report, &session.services);
             core.metrics.agent_report(reg, &report);
+            *session.health.write().unwrap_or_else(|p| p.into_inner()) = report.services;
         }
         ControlMessage::Draining => return Some(ControlEnd::Draining),
         other => tracing::debug!(?other, "ignored control message"),

@@ -46,6 +46,7 @@ pub(super) async fn run(
         connected_at: SystemTime::now(),
         inflight: Default::default(),
         last_heartbeat: Default::default(),
+        health: Default::default(),
         go_away: Default::default(),
         tasks: core.tasks().clone(),
     });

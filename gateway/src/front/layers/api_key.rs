@@ -101,7 +101,7 @@ impl<S> ApiKey<S> {
     where
         S: Service<Request<B>, Error = RequestError>,
     {
-        match authorize(&req, snapshot, key.map(|k| &k.info)) {
+        match authorize(&mut req, snapshot, key.map(|k| &k.info)) {
             Ok(()) => {
                 // The key's lease, found with the key (an `Arc` clone): what the request
                 // opens ends when the key is revoked.
@@ -120,9 +120,11 @@ impl<S> ApiKey<S> {
 pub struct KeyLease(pub tokio_util::sync::CancellationToken);
 
 /// The decision itself: the key must be live, its registration must exist, and the key must
-/// be scoped to the registration the request names. What is learnt goes into the [`Facts`].
+/// be scoped to the registration (and, for a service-scoped key, the service) the request
+/// names. A service-scoped key that named no service goes to its own service. What is learnt
+/// goes into the [`Facts`].
 fn authorize<B>(
-    req: &Request<B>,
+    req: &mut Request<B>,
     snapshot: &AuthSnapshot,
     key: Option<&ApiKeyInfo>,
 ) -> Result<(), RequestError> {
@@ -151,6 +153,23 @@ fn authorize<B>(
     if key.registration_id != reg {
         return Err(RequestError::Forbidden(reg.to_owned()));
     }
+    if let Some(allowed) = &key.service {
+        match &target.service {
+            Some(asked) if asked != allowed => {
+                return Err(RequestError::ForbiddenService {
+                    registration: reg.to_owned(),
+                    allowed: allowed.clone(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let allowed = allowed.clone();
+                if let Some(t) = req.extensions_mut().get_mut::<Target>() {
+                    t.service = Some(allowed);
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -169,6 +188,7 @@ mod tests {
         let mut req = request("/", &headers);
         req.extensions_mut().insert(Target {
             registration: reg.into(),
+            service: None,
             rewritten: None,
         });
         req.extensions_mut().insert(Arc::new(Facts::default()));

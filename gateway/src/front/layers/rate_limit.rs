@@ -50,6 +50,7 @@ mod tests {
         let mut req = request("/", &[]);
         req.extensions_mut().insert(Target {
             registration: reg.into(),
+            service: None,
             rewritten: None,
         });
         let facts = Arc::new(Facts::default());

@@ -32,6 +32,8 @@ pub struct SessionCheck {
     pub core: Arc<Core>,
     /// Most requests in flight per registration.
     pub max_inflight: usize,
+    /// Refuse requests to a service the agent reports unhealthy.
+    pub refuse_unhealthy: bool,
     /// Other nodes' tunnels, in a cluster.
     pub remote: Option<Arc<dyn Remote>>,
 }
@@ -51,14 +53,45 @@ impl Check for SessionCheck {
                 _ => Err(RequestError::AgentOffline(reg.clone())),
             };
         };
+        let service = resolve_service(&session, target)?;
+        if self.refuse_unhealthy && session.reported_unhealthy(&service) {
+            return Err(RequestError::LocalServiceUnhealthy {
+                registration: reg.clone(),
+                service,
+            });
+        }
         if self.max_inflight > 0 && session.inflight() >= self.max_inflight {
             return Err(RequestError::Overloaded(Some(reg.clone())));
         }
         if let Some(facts) = req.extensions().get::<Arc<Facts>>() {
+            facts.set_service(&service);
             facts.hold_inflight(session.begin_request());
+        }
+        if let Some(t) = req.extensions_mut().get_mut::<Target>() {
+            t.service = Some(service);
         }
         req.extensions_mut().insert(Tunnel::Local(session));
         Ok(())
+    }
+}
+
+/// The announced name of the HTTP service the request goes to (the one it named, else the
+/// agent's default), or why there is none.
+fn resolve_service(session: &AgentSession, target: &Target) -> Result<String, RequestError> {
+    let asked = target.service.as_deref();
+    match session.http_service_named(asked) {
+        Some(name) => Ok(name.to_owned()),
+        None => Err(match asked {
+            Some(s) => RequestError::UnknownService {
+                registration: target.registration.clone(),
+                service: s.to_owned(),
+            },
+            None => RequestError::LocalServiceUnavailable {
+                registration: target.registration.clone(),
+                service: "http".into(),
+                detail: "the agent offers no HTTP service".into(),
+            },
+        }),
     }
 }
 
@@ -73,11 +106,13 @@ mod tests {
         let check = SessionCheck {
             core: f.core.clone(),
             max_inflight: 1,
+            refuse_unhealthy: false,
             remote: None,
         };
         let mut req = request("/", &[]);
         req.extensions_mut().insert(Target {
             registration: f.reg.clone(),
+            service: None,
             rewritten: None,
         });
         let err = check.check(&mut req).unwrap_err();

@@ -227,7 +227,12 @@ impl PgStore {
         })
     }
 
-    async fn create_key_impl(&self, registration_id: &str) -> StoreResult<Created<ApiKeyInfo>> {
+    async fn create_key_impl(
+        &self,
+        registration_id: &str,
+        service: Option<&str>,
+    ) -> StoreResult<Created<ApiKeyInfo>> {
+        let service = service_scope(service)?;
         let mut tx = self.pool.begin().await?;
         write_lock(&mut tx).await?;
         let live: Option<String> =
@@ -242,15 +247,17 @@ impl PgStore {
         let info = ApiKeyInfo {
             id: random_id(8),
             registration_id: registration_id.to_owned(),
+            service,
             created_at: now_unix(),
             revoked_at: None,
         };
         sqlx::query(
-            "INSERT INTO api_keys (id, hash, registration_id, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (id, hash, registration_id, service, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&info.id)
         .bind(hash_secret(&secret))
         .bind(registration_id)
+        .bind(&info.service)
         .bind(info.created_at)
         .execute(&mut *tx)
         .await?;
@@ -296,7 +303,7 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         let keys = sqlx::query(
-            "SELECT id, hash, registration_id, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL",
+            "SELECT id, hash, registration_id, service, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -383,11 +390,12 @@ impl Store for PgStore {
         self.revoke("registrations", "registration", id).boxed()
     }
 
-    fn create_key<'a>(
+    fn create_scoped_key<'a>(
         &'a self,
         registration_id: &'a str,
+        service: Option<&'a str>,
     ) -> BoxFuture<'a, StoreResult<Created<ApiKeyInfo>>> {
-        self.create_key_impl(registration_id).boxed()
+        self.create_key_impl(registration_id, service).boxed()
     }
 
     fn list_keys<'a>(
@@ -396,7 +404,7 @@ impl Store for PgStore {
     ) -> BoxFuture<'a, StoreResult<Vec<ApiKeyInfo>>> {
         async move {
             let rows = sqlx::query(
-                "SELECT id, registration_id, created_at, revoked_at FROM api_keys
+                "SELECT id, registration_id, service, created_at, revoked_at FROM api_keys
                  WHERE ($1::text IS NULL OR registration_id = $1) ORDER BY created_at, id",
             )
             .bind(registration_id)

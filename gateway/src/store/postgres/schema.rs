@@ -73,4 +73,10 @@ ALTER TABLE nodes ADD COLUMN ssh_addr TEXT
 ALTER TABLE state_version ADD COLUMN changed_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 "#,
     ),
+    (
+        5,
+        r#"
+ALTER TABLE api_keys ADD COLUMN service TEXT
+"#,
+    ),
 ];

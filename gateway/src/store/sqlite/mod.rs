@@ -198,7 +198,12 @@ impl SqliteStore {
         })
     }
 
-    async fn create_key_impl(&self, registration_id: &str) -> StoreResult<Created<ApiKeyInfo>> {
+    async fn create_key_impl(
+        &self,
+        registration_id: &str,
+        service: Option<&str>,
+    ) -> StoreResult<Created<ApiKeyInfo>> {
+        let service = service_scope(service)?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let live: Option<String> =
             sqlx::query_scalar("SELECT id FROM registrations WHERE id = ? AND revoked_at IS NULL")
@@ -212,15 +217,17 @@ impl SqliteStore {
         let info = ApiKeyInfo {
             id: random_id(8),
             registration_id: registration_id.to_owned(),
+            service,
             created_at: now_unix(),
             revoked_at: None,
         };
         sqlx::query(
-            "INSERT INTO api_keys (id, hash, registration_id, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, hash, registration_id, service, created_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(&info.id)
         .bind(hash_secret(&secret))
         .bind(registration_id)
+        .bind(&info.service)
         .bind(info.created_at)
         .execute(&mut *tx)
         .await?;
@@ -264,7 +271,7 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         let keys = sqlx::query(
-            "SELECT id, hash, registration_id, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL",
+            "SELECT id, hash, registration_id, service, created_at, revoked_at FROM api_keys WHERE revoked_at IS NULL",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -350,11 +357,12 @@ impl Store for SqliteStore {
         self.revoke("registrations", "registration", id).boxed()
     }
 
-    fn create_key<'a>(
+    fn create_scoped_key<'a>(
         &'a self,
         registration_id: &'a str,
+        service: Option<&'a str>,
     ) -> BoxFuture<'a, StoreResult<Created<ApiKeyInfo>>> {
-        self.create_key_impl(registration_id).boxed()
+        self.create_key_impl(registration_id, service).boxed()
     }
 
     fn list_keys<'a>(
@@ -363,7 +371,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<Vec<ApiKeyInfo>>> {
         async move {
             let rows = sqlx::query(
-                "SELECT id, registration_id, created_at, revoked_at FROM api_keys
+                "SELECT id, registration_id, service, created_at, revoked_at FROM api_keys
                  WHERE (?1 IS NULL OR registration_id = ?1) ORDER BY created_at, id",
             )
             .bind(registration_id)

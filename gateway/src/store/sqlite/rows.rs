@@ -109,6 +109,7 @@ pub(super) fn key_from(row: &sqlx::sqlite::SqliteRow) -> ApiKeyInfo {
     ApiKeyInfo {
         id: row.get("id"),
         registration_id: row.get("registration_id"),
+        service: row.get("service"),
         created_at: row.get("created_at"),
         revoked_at: row.get("revoked_at"),
     }
