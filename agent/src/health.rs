@@ -22,7 +22,7 @@ pub async fn probe_all(services: &ServiceMap) -> Vec<ServiceHealth> {
         .map(|s| async move {
             let started = Instant::now();
             let healthy = matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(&s.local)).await,
+                tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(s.address())).await,
                 Ok(Ok(_))
             );
             ServiceHealth {
@@ -59,13 +59,22 @@ pub async fn probe_loop(
 pub async fn test_service(service: &crate::config::ServiceConfig) -> crate::status::ProbeResult {
     let started = Instant::now();
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, async {
-        let mut tcp = TcpStream::connect(&service.local)
+        let mut tcp = TcpStream::connect(service.address())
             .await
             .map_err(|e| format!("connect to {}: {e}", service.local))?;
         if service.kind != g2c_proto::ServiceKind::Http {
             return Ok::<_, String>((true, "TCP connect ok".to_owned()));
         }
-        http_status(&mut tcp, &service.local).await
+        if service.is_https() {
+            let tls = crate::origin_tls::OriginTls::for_service(service)?
+                .ok_or("https service without TLS settings")?;
+            let mut tls = tls
+                .connect(tcp)
+                .await
+                .map_err(|e| format!("TLS to {}: {e}", service.local))?;
+            return http_status(&mut tls, service.address()).await;
+        }
+        http_status(&mut tcp, service.address()).await
     })
     .await
     .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
@@ -80,7 +89,10 @@ pub async fn test_service(service: &crate::config::ServiceConfig) -> crate::stat
 }
 
 /// Send `GET /` and read the status line: healthy below 500.
-async fn http_status(tcp: &mut TcpStream, host: &str) -> Result<(bool, String), String> {
+async fn http_status<S>(tcp: &mut S, host: &str) -> Result<(bool, String), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let request = format!(
         "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: g2c-agent-test\r\nConnection: close\r\n\r\n"

@@ -119,12 +119,7 @@ fn parse_service(spec: &str, kind: ServiceKind) -> Result<ServiceConfig> {
     if !valid_host_port(local) {
         bail!("service {spec:?}: {local:?} is not HOST:PORT");
     }
-    Ok(ServiceConfig {
-        name: name.to_owned(),
-        kind,
-        local: local.to_owned(),
-        health_check: None,
-    })
+    Ok(ServiceConfig::new(name, kind, local))
 }
 
 fn main() -> Result<()> {

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
+use crate::origin_tls::OriginTls;
 use crate::quickack::QuickAck;
 use crate::status::Status;
 
@@ -25,6 +26,9 @@ pub struct LiveService {
     /// Cancelled when the service is changed or removed live: its open streams (pooled
     /// upstream connections included) close, so no traffic keeps going to the old address.
     pub retired: CancellationToken,
+    /// For an HTTPS origin, its TLS set-up, or why it is unusable (streams are refused with
+    /// `local_tls` then, never sent in the clear).
+    pub tls: Option<Result<OriginTls, String>>,
 }
 
 /// Services by name, as configured locally.
@@ -36,16 +40,23 @@ pub fn service_map(services: &[ServiceConfig], previous: Option<&ServiceMap>) ->
     let map: ServiceMap = services
         .iter()
         .map(|s| {
-            let retired = previous
+            let kept = previous
                 .and_then(|p| p.get(&s.name))
-                .filter(|old| old.config == *s)
-                .map(|old| old.retired.clone())
-                .unwrap_or_default();
+                .filter(|old| old.config == *s);
+            let retired = kept.map(|old| old.retired.clone()).unwrap_or_default();
+            let tls = match kept {
+                Some(old) => old.tls.clone(),
+                None => OriginTls::for_service(s).transpose(),
+            };
+            if let Some(Err(e)) = &tls {
+                tracing::error!(service = %s.name, error = %e, "HTTPS origin unusable; its requests are refused");
+            }
             (
                 s.name.clone(),
                 LiveService {
                     config: s.clone(),
                     retired,
+                    tls,
                 },
             )
         })
@@ -95,7 +106,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
     let service = &live.config;
     let local = match tokio::time::timeout(
         tuning::LOCAL_CONNECT_TIMEOUT,
-        TcpStream::connect(&service.local),
+        TcpStream::connect(service.address()),
     )
     .await
     {
@@ -121,10 +132,46 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
         }
     };
     tune_socket(&local);
-    if ack_data_stream(&mut stream).await.is_err() {
-        return;
+    let local = QuickAck::new(local);
+    match &live.tls {
+        None => {
+            if ack_data_stream(&mut stream).await.is_ok() {
+                splice(stream, Tap::new(local, StatusBytes(status)), live).await;
+            }
+        }
+        Some(tls) => {
+            let shaken = match tls {
+                Ok(tls) => tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, tls.connect(local))
+                    .await
+                    .unwrap_or_else(|_| Err("TLS handshake timed out".into())),
+                Err(e) => Err(e.clone()),
+            };
+            match shaken {
+                Ok(origin) => {
+                    if ack_data_stream(&mut stream).await.is_ok() {
+                        splice(stream, Tap::new(origin, StatusBytes(status)), live).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(service = %service.name, local = %service.local, error = %e, "local HTTPS origin refused: TLS");
+                    refuse_data_stream(
+                        &mut stream,
+                        AckCode::LocalTls,
+                        format!("{} ({}): {e}", service.name, service.local),
+                    )
+                    .await;
+                }
+            }
+        }
     }
-    let mut local = Tap::new(QuickAck::new(local), StatusBytes(status));
+}
+
+/// Copy both ways until either side ends or the service is retired.
+async fn splice<L>(mut stream: MuxStream, mut local: L, live: &LiveService)
+where
+    L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let name = &live.config.name;
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut stream,
         &mut local,
@@ -133,10 +180,10 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
     );
     tokio::select! {
         r = copy => if let Err(e) = r {
-            tracing::debug!(service = %service.name, error = %e, "stream ended with an error");
+            tracing::debug!(service = %name, error = %e, "stream ended with an error");
         },
         _ = live.retired.cancelled() => {
-            tracing::info!(service = %service.name, "service changed; closing its open stream");
+            tracing::info!(service = %name, "service changed; closing its open stream");
         }
     }
 }

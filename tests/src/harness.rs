@@ -248,6 +248,16 @@ impl TestGateway {
 
     /// Register a new agent (real backchannel call) serving `services`; returns its config.
     pub async fn register(&self, services: &[(&str, ServiceKind, SocketAddr)]) -> AgentConfig {
+        let services = services
+            .iter()
+            .map(|(n, k, a)| ServiceConfig::new(*n, *k, a.to_string()))
+            .collect();
+        self.register_services(services).await
+    }
+
+    /// [`TestGateway::register`] with the services' whole configuration (HTTPS origins,
+    /// health checks).
+    pub async fn register_services(&self, services: Vec<ServiceConfig>) -> AgentConfig {
         let key_file = self.dir.path().join(format!("agent_key_{}", rand_suffix()));
         let key = sshkeys::load_or_generate(&key_file).unwrap();
         let ca = self.tls_cert_pem.as_ref().map(|pem| {
@@ -255,15 +265,6 @@ impl TestGateway {
             std::fs::write(&p, pem).unwrap();
             p
         });
-        let services = services
-            .iter()
-            .map(|(n, k, a)| ServiceConfig {
-                name: n.to_string(),
-                kind: *k,
-                local: a.to_string(),
-                health_check: None,
-            })
-            .collect();
         let token = self.token().await;
         let mut config = register_with(
             &self.backchannel_url(),

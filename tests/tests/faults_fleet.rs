@@ -25,12 +25,7 @@ async fn register_many(
     for i in 0..n {
         let key_file = dir.join(format!("agent_key_{i}"));
         let key = g2c_proto::sshkeys::load_or_generate(&key_file).unwrap();
-        let web = g2c_agent::config::ServiceConfig {
-            name: "web".into(),
-            kind: ServiceKind::Http,
-            local: app.to_string(),
-            health_check: None,
-        };
+        let web = g2c_agent::config::ServiceConfig::new("web", ServiceKind::Http, app.to_string());
         let name = format!("agent-{i}");
         out.push(
             g2c_tests::harness::register_with(

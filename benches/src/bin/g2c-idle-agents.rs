@@ -40,10 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
         let web = ServiceConfig {
-            name: "web".into(),
-            kind: ServiceKind::Http,
-            local: "127.0.0.1:9".into(),
             health_check: Some(false),
+            ..ServiceConfig::new("web", ServiceKind::Http, "127.0.0.1:9")
         };
         let mut config = AgentConfig::for_registration(&answer, key_file, vec![web], None);
         config.local_api.listen = "127.0.0.1:0".parse()?;

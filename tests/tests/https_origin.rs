@@ -1,0 +1,204 @@
+//! HTTPS origins: a service whose `local` is `https://host:port` is reached over TLS that the
+//! agent verifies against the service's CA and `server_name`. An origin the agent does not
+//! trust gives the caller 502 `local_tls_error`, never a plaintext retry; `tls_skip_verify`
+//! turns verification off for one service. A real TLS origin (rustls + hyper) with rcgen
+//! certificates, the real gateway and agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use g2c_agent::config::ServiceConfig;
+use g2c_proto::ServiceKind;
+use g2c_tests::client::send;
+use g2c_tests::harness::{TestAgent, TestGateway};
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::net::TcpListener;
+
+/// The origin's certificate is for this name.
+const ORIGIN_NAME: &str = "origin.site.internal";
+
+/// A CA and, signed by it, a certificate for [`ORIGIN_NAME`].
+struct Pki {
+    ca_file: PathBuf,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki(dir: &std::path::Path, tag: &str) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![ORIGIN_NAME.to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let ca_file = dir.join(format!("{tag}-ca.pem"));
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    Pki {
+        ca_file,
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// An HTTPS origin on `127.0.0.1:0` answering `secure <path>` to every request.
+async fn origin(pki: &Pki) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = format!("secure {}", req.uri().path());
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn https(name: &str, addr: SocketAddr) -> ServiceConfig {
+    ServiceConfig::new(name, ServiceKind::Http, format!("https://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_origin_answers_and_an_untrusted_one_is_local_tls_error_never_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = pki(dir.path(), "good");
+    let stranger = pki(dir.path(), "stranger");
+    let addr = origin(&good).await;
+
+    let trusted = ServiceConfig {
+        ca_file: Some(good.ca_file.clone()),
+        server_name: Some(ORIGIN_NAME.into()),
+        ..https("trusted", addr)
+    };
+    let wrong_ca = ServiceConfig {
+        ca_file: Some(stranger.ca_file.clone()),
+        server_name: Some(ORIGIN_NAME.into()),
+        ..https("wrongca", addr)
+    };
+    let wrong_name = ServiceConfig {
+        ca_file: Some(good.ca_file.clone()),
+        server_name: Some("other.site.internal".into()),
+        ..https("wrongname", addr)
+    };
+    // No server_name: the certificate is checked for 127.0.0.1, which it does not name.
+    let by_address = ServiceConfig {
+        ca_file: Some(good.ca_file.clone()),
+        ..https("byaddress", addr)
+    };
+    let unverified = ServiceConfig {
+        tls_skip_verify: true,
+        ..https("unverified", addr)
+    };
+
+    let gw = TestGateway::start().await;
+    let config = gw
+        .register_services(vec![trusted, wrong_ca, wrong_name, by_address, unverified])
+        .await;
+    let agent = TestAgent::start_connected(config).await;
+    let key = gw.key(agent.id()).await;
+    let http = gw.addrs.http.unwrap();
+    let id = agent.id().to_owned();
+    let call = |svc: &str| {
+        Request::builder()
+            .method(Method::GET)
+            .uri(format!("/r/{svc}--{id}/hello"))
+            .header("host", "gateway.test")
+            .header("g2c-key", key.as_str())
+            .body(Full::default())
+            .unwrap()
+    };
+
+    for _ in 0..3 {
+        // pooled: later requests reuse the TLS connection
+        let r = send(http, call("trusted")).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(&r.body[..], b"secure /hello");
+    }
+    for svc in ["wrongca", "wrongname", "byaddress"] {
+        let r = send(http, call(svc)).await;
+        assert_eq!(r.status, 502, "{svc}: {:?}", r.body);
+        assert_eq!(r.headers["g2c-error"], "local_tls_error", "{svc}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains(svc), "{body}");
+        assert!(
+            !body.contains("127.0.0.1"),
+            "the origin's address stays private: {body}"
+        );
+    }
+    let r = send(http, call("unverified")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(&r.body[..], b"secure /hello");
+}
+
+#[test]
+fn tls_settings_need_an_https_origin_and_the_opt_out_stands_alone() {
+    let base = |local: &str| ServiceConfig::new("web", ServiceKind::Http, local);
+    let check = |s: ServiceConfig| {
+        let mut c = g2c_agent::config::AgentConfig::from_toml(
+            include_str!("../../deploy/agent.toml"),
+            std::path::Path::new("agent.toml"),
+        )
+        .unwrap();
+        c.services = vec![s];
+        c.validate().map_err(|e| e.to_string())
+    };
+    check(base("https://app.internal:8443")).unwrap();
+    let e = check(ServiceConfig {
+        server_name: Some("x".into()),
+        ..base("127.0.0.1:80")
+    })
+    .unwrap_err();
+    assert!(e.contains("https://"), "{e}");
+    let e = check(ServiceConfig {
+        tls_skip_verify: true,
+        ca_file: Some("ca.pem".into()),
+        ..base("https://app.internal:8443")
+    })
+    .unwrap_err();
+    assert!(e.contains("tls_skip_verify"), "{e}");
+    let e = check(ServiceConfig::new(
+        "db",
+        ServiceKind::Tcp,
+        "https://db.internal:3306",
+    ))
+    .unwrap_err();
+    assert!(e.contains("http services"), "{e}");
+}
