@@ -9,6 +9,7 @@ pub mod gui;
 pub mod health;
 pub mod local_api;
 pub mod logging;
+pub mod origin_h2;
 pub mod origin_tls;
 pub mod quickack;
 pub mod register;

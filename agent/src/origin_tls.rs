@@ -20,7 +20,10 @@ use crate::config::ServiceConfig;
 /// What a service needs to open TLS to its origin: built once per configuration.
 #[derive(Clone)]
 pub struct OriginTls {
+    /// Offers what the service allows (`h2` too when `http2 = true`).
     connector: tokio_rustls::TlsConnector,
+    /// Offers HTTP/1.1 only (health probes speak it by hand).
+    h1_connector: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
 }
 
@@ -59,8 +62,13 @@ impl OriginTls {
                 .with_root_certificates(roots(service.ca_file.as_deref())?)
                 .with_no_client_auth()
         };
-        // The gateway speaks HTTP/1.1 on the stream, and the bytes pass through as they are.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The gateway speaks HTTP/1.1 on the stream, and the bytes pass through as they are,
+        // unless the origin picks h2 (offered only when asked for): then the agent translates.
+        config.alpn_protocols = vec![HTTP1.to_vec()];
+        let h1_connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
+        if service.http2 {
+            config.alpn_protocols = vec![H2.to_vec(), HTTP1.to_vec()];
+        }
         let name = match &service.server_name {
             Some(n) => n.clone(),
             None => host_of(service.address()).to_owned(),
@@ -69,6 +77,7 @@ impl OriginTls {
             .map_err(|_| format!("{name:?} is not a valid TLS server name"))?;
         Ok(Some(Self {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            h1_connector,
             server_name,
         }))
     }
@@ -84,6 +93,27 @@ impl OriginTls {
             .await
             .map_err(|e| e.to_string())
     }
+
+    /// As [`Self::connect`], offering HTTP/1.1 alone.
+    pub async fn connect_h1<IO>(&self, io: IO) -> Result<TlsStream<IO>, String>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.h1_connector
+            .connect(self.server_name.clone(), io)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// ALPN name of HTTP/1.1.
+const HTTP1: &[u8] = b"http/1.1";
+/// ALPN name of HTTP/2.
+pub const H2: &[u8] = b"h2";
+
+/// Whether the origin chose HTTP/2 in the handshake of `tls`.
+pub fn chose_h2<IO>(tls: &TlsStream<IO>) -> bool {
+    tls.get_ref().1.alpn_protocol() == Some(H2)
 }
 
 /// The roots a service trusts: its own CA file only, else the public roots.

@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
-use crate::origin_tls::OriginTls;
+use crate::origin_h2::H2Slot;
+use crate::origin_tls::{chose_h2, OriginTls};
 use crate::quickack::QuickAck;
 use crate::status::Status;
 
@@ -29,6 +30,8 @@ pub struct LiveService {
     /// For an HTTPS origin, its TLS set-up, or why it is unusable (streams are refused with
     /// `local_tls` then, never sent in the clear).
     pub tls: Option<Result<OriginTls, String>>,
+    /// For an origin that chose HTTP/2, its one shared connection.
+    pub h2: Arc<H2Slot>,
 }
 
 /// Services by name, as configured locally.
@@ -44,9 +47,9 @@ pub fn service_map(services: &[ServiceConfig], previous: Option<&ServiceMap>) ->
                 .and_then(|p| p.get(&s.name))
                 .filter(|old| old.config == *s);
             let retired = kept.map(|old| old.retired.clone()).unwrap_or_default();
-            let tls = match kept {
-                Some(old) => old.tls.clone(),
-                None => OriginTls::for_service(s).transpose(),
+            let (tls, h2) = match kept {
+                Some(old) => (old.tls.clone(), old.h2.clone()),
+                None => (OriginTls::for_service(s).transpose(), Arc::default()),
             };
             if let Some(Err(e)) = &tls {
                 tracing::error!(service = %s.name, error = %e, "HTTPS origin unusable; its requests are refused");
@@ -57,6 +60,7 @@ pub fn service_map(services: &[ServiceConfig], previous: Option<&ServiceMap>) ->
                     config: s.clone(),
                     retired,
                     tls,
+                    h2,
                 },
             )
         })
@@ -83,6 +87,21 @@ impl TapObserver for StatusBytes<'_> {
     }
 }
 
+/// The same counters, seen from the tunnel stream's side (an HTTP/2 origin is reached
+/// through the agent's own client, so its bytes are counted where they enter and leave the
+/// stream): what the stream gives was sent to the app.
+struct StreamBytes<'a>(&'a Status);
+
+impl TapObserver for StreamBytes<'_> {
+    fn read(&mut self, bytes: &[u8]) {
+        self.0.add_bytes(bytes.len() as u64, 0);
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.0.add_bytes(0, n as u64);
+    }
+}
+
 /// Serve one stream opened by the gateway, counting its bytes into `status` as they flow.
 pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, status: &Status) {
     let header = match accept_data_stream(&mut stream).await {
@@ -104,64 +123,97 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
         return;
     };
     let service = &live.config;
-    let local = match tokio::time::timeout(
+    if let Some(sender) = live.h2.current() {
+        if ack_data_stream(&mut stream).await.is_ok() {
+            let stream = Tap::new(stream, StreamBytes(status));
+            crate::origin_h2::bridge(stream, sender, service.address(), &live.retired).await;
+        }
+        return;
+    }
+    let Some(local) = connect_local(&mut stream, service).await else {
+        return;
+    };
+    let Some(tls) = &live.tls else {
+        if ack_data_stream(&mut stream).await.is_ok() {
+            splice(stream, Tap::new(local, StatusBytes(status)), live).await;
+        }
+        return;
+    };
+    let shaken = match tls {
+        Ok(tls) => tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, tls.connect(local))
+            .await
+            .unwrap_or_else(|_| Err("TLS handshake timed out".into())),
+        Err(e) => Err(e.clone()),
+    };
+    let origin = match shaken {
+        Ok(origin) if chose_h2(&origin) => {
+            match live
+                .h2
+                .start(origin, &service.name, live.retired.clone())
+                .await
+            {
+                Ok(sender) => {
+                    if ack_data_stream(&mut stream).await.is_ok() {
+                        let stream = Tap::new(stream, StreamBytes(status));
+                        crate::origin_h2::bridge(stream, sender, service.address(), &live.retired)
+                            .await;
+                    }
+                    return;
+                }
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    match origin {
+        Ok(origin) => {
+            if ack_data_stream(&mut stream).await.is_ok() {
+                splice(stream, Tap::new(origin, StatusBytes(status)), live).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(service = %service.name, local = %service.local, error = %e, "local HTTPS origin refused: TLS");
+            refuse_data_stream(
+                &mut stream,
+                AckCode::LocalTls,
+                format!("{} ({}): {e}", service.name, service.local),
+            )
+            .await;
+        }
+    }
+}
+
+/// Connect to the service's local address, tuned; `None` once the stream has been refused
+/// with the reason.
+async fn connect_local(stream: &mut MuxStream, service: &ServiceConfig) -> Option<QuickAck> {
+    match tokio::time::timeout(
         tuning::LOCAL_CONNECT_TIMEOUT,
         TcpStream::connect(service.address()),
     )
     .await
     {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            tune_socket(&s);
+            Some(QuickAck::new(s))
+        }
         Ok(Err(e)) => {
             tracing::info!(service = %service.name, local = %service.local, error = %e, "local service refused");
             refuse_data_stream(
-                &mut stream,
+                stream,
                 AckCode::ConnectFailed,
                 format!("{} ({}): {e}", service.name, service.local),
             )
             .await;
-            return;
+            None
         }
         Err(_) => {
             refuse_data_stream(
-                &mut stream,
+                stream,
                 AckCode::ConnectTimeout,
                 format!("{}: connect timed out", service.name),
             )
             .await;
-            return;
-        }
-    };
-    tune_socket(&local);
-    let local = QuickAck::new(local);
-    match &live.tls {
-        None => {
-            if ack_data_stream(&mut stream).await.is_ok() {
-                splice(stream, Tap::new(local, StatusBytes(status)), live).await;
-            }
-        }
-        Some(tls) => {
-            let shaken = match tls {
-                Ok(tls) => tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, tls.connect(local))
-                    .await
-                    .unwrap_or_else(|_| Err("TLS handshake timed out".into())),
-                Err(e) => Err(e.clone()),
-            };
-            match shaken {
-                Ok(origin) => {
-                    if ack_data_stream(&mut stream).await.is_ok() {
-                        splice(stream, Tap::new(origin, StatusBytes(status)), live).await;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(service = %service.name, local = %service.local, error = %e, "local HTTPS origin refused: TLS");
-                    refuse_data_stream(
-                        &mut stream,
-                        AckCode::LocalTls,
-                        format!("{} ({}): {e}", service.name, service.local),
-                    )
-                    .await;
-                }
-            }
+            None
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Routes: `/echo` (any method; echoes the body, streamed), `/bytes/N` (N pattern bytes),
 //! `/sink` (consumes the body; answers its length and checksum), `/slow/MS`, `/slowbytes/MS/N`,
-//! `/drip/N` (one byte per 50 ms), `/ws` (WebSocket echo).
+//! `/drip/N` (one byte per 50 ms), `/status/N` (answers status N), `/ws` (WebSocket echo).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -158,6 +158,10 @@ async fn handle(
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::new(full("slow done"))
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        let mut r = Response::new(full(format!("status {code}")));
+        *r.status_mut() = code.parse().unwrap_or(StatusCode::BAD_REQUEST);
+        r
     } else if path == "/ws" {
         websocket(req)
     } else {

@@ -16,10 +16,34 @@ pub const DATABASE: &str = "g2c";
 
 /// A running MariaDB server.
 pub struct MariaDb {
-    /// Where it listens (127.0.0.1).
+    /// Where it listens (127.0.0.1 unless asked otherwise).
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     child: std::process::Child,
+    options: MariaDbOptions,
+}
+
+/// How [`MariaDb::start_with`] runs the server.
+#[derive(Debug, Clone)]
+pub struct MariaDbOptions {
+    /// Address to listen on (loopback).
+    pub bind: std::net::IpAddr,
+    /// Resolve client addresses (off: `--skip-name-resolve`). MariaDB keeps its host cache,
+    /// and so enforces `max_connect_errors`, only when it resolves names, and never for
+    /// 127.0.0.1 or ::1.
+    pub resolve_names: bool,
+    /// Further `mariadbd` arguments.
+    pub extra: Vec<String>,
+}
+
+impl Default for MariaDbOptions {
+    fn default() -> Self {
+        Self {
+            bind: std::net::IpAddr::from([127, 0, 0, 1]),
+            resolve_names: false,
+            extra: Vec::new(),
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -41,6 +65,11 @@ fn which(name: &str) -> PathBuf {
 impl MariaDb {
     /// Install a fresh data directory and start the server.
     pub fn start() -> Self {
+        Self::start_with(MariaDbOptions::default())
+    }
+
+    /// As [`Self::start`], run as `options` say.
+    pub fn start_with(options: MariaDbOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         // Each server gets its own tmpdir: concurrent bootstraps sharing /tmp collide on
@@ -51,22 +80,15 @@ impl MariaDb {
         let sock = dir.path().join("mysqld.sock");
         for _attempt in 0..5 {
             let port = free_port();
-            let mut child = spawn_server(dir.path(), &data, &tmp, port);
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited (the port was taken meanwhile): try another
-                }
-                if sock.exists() && std::net::TcpStream::connect(addr).is_ok() {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if up {
-                let db = Self { addr, dir, child };
+            let mut child = spawn_server(dir.path(), &data, &tmp, port, &options);
+            let addr = SocketAddr::new(options.bind, port);
+            if wait_up(&mut child, &sock, addr) {
+                let db = Self {
+                    addr,
+                    dir,
+                    child,
+                    options,
+                };
                 db.sql_socket(&format!(
                     "CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; \
                      GRANT ALL ON *.* TO '{USER}'@'%'; CREATE DATABASE {DATABASE};"
@@ -97,6 +119,32 @@ impl MariaDb {
             "mariadb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Start the server again on the same port and data (after [`Self::kill`]); waits until
+    /// it accepts connections.
+    pub fn restart(&mut self) {
+        let data = self.dir.path().join("data");
+        let tmp = self.dir.path().join("tmp");
+        let sock = self.dir.path().join("mysqld.sock");
+        let _ = std::fs::remove_file(&sock);
+        for _attempt in 0..50 {
+            let mut child = spawn_server(
+                self.dir.path(),
+                &data,
+                &tmp,
+                self.addr.port(),
+                &self.options,
+            );
+            if wait_up(&mut child, &sock, self.addr) {
+                self.child = child;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100)); // the port may linger a moment
+        }
+        panic!("mariadbd did not restart: {}", self.error_log());
     }
 
     /// The server's error log, for failure messages.
@@ -176,10 +224,37 @@ fn install(data: &Path, tmp: &Path) {
     );
 }
 
+/// Whether `child` came up (its socket and `addr` answer) within 30 s; `false` if it exited.
+fn wait_up(child: &mut std::process::Child, sock: &Path, addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false; // exited (the port was taken meanwhile)
+        }
+        if sock.exists() && std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// `mariadbd` on `data`, listening on loopback `port`, its socket, pid and log in `dir`.
-fn spawn_server(dir: &Path, data: &Path, tmp: &Path, port: u16) -> std::process::Child {
-    Command::new(which("mariadbd"))
-        .arg("--no-defaults")
+fn spawn_server(
+    dir: &Path,
+    data: &Path,
+    tmp: &Path,
+    port: u16,
+    options: &MariaDbOptions,
+) -> std::process::Child {
+    let mut cmd = Command::new(which("mariadbd"));
+    // --no-defaults is only honoured as the first argument.
+    cmd.arg("--no-defaults");
+    if !options.resolve_names {
+        cmd.arg("--skip-name-resolve");
+    }
+    cmd.args(&options.extra)
+        .arg(format!("--bind-address={}", options.bind))
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
         .arg(format!("--tmpdir={}", tmp.display()))
@@ -187,9 +262,7 @@ fn spawn_server(dir: &Path, data: &Path, tmp: &Path, port: u16) -> std::process:
         .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
         .arg(format!("--log-error={}", dir.join("error.log").display()))
         .args([
-            "--bind-address=127.0.0.1",
             "--user=root",
-            "--skip-name-resolve",
             "--max-allowed-packet=64M",
             "--innodb-buffer-pool-size=64M",
             "--max-connections=500",

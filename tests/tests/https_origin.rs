@@ -49,8 +49,9 @@ fn pki(dir: &std::path::Path, tag: &str) -> Pki {
     }
 }
 
-/// An HTTPS origin on `127.0.0.1:0` answering `secure <path>` to every request.
-async fn origin(pki: &Pki) -> SocketAddr {
+/// An HTTPS origin on `127.0.0.1:0` answering `secure <path> <version> <body bytes>` to every
+/// request; it offers HTTP/2 by ALPN too when `h2`.
+async fn origin(pki: &Pki, h2: bool) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = vec![CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()];
@@ -63,6 +64,9 @@ async fn origin(pki: &Pki) -> SocketAddr {
         .with_single_cert(certs, key)
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if h2 {
+        config.alpn_protocols.insert(0, b"h2".to_vec());
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -78,14 +82,19 @@ async fn origin(pki: &Pki) -> SocketAddr {
                 };
                 let svc =
                     hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let body = format!("secure {}", req.uri().path());
+                        use http_body_util::BodyExt;
+                        let (parts, body) = req.into_parts();
+                        let n = body.collect().await.map_or(0, |b| b.to_bytes().len());
+                        let body = format!("secure {} {:?} {n}", parts.uri.path(), parts.version);
                         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
                             body,
                         ))))
                     });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
             });
         }
     });
@@ -101,7 +110,7 @@ async fn a_trusted_origin_answers_and_an_untrusted_one_is_local_tls_error_never_
     let dir = tempfile::tempdir().unwrap();
     let good = pki(dir.path(), "good");
     let stranger = pki(dir.path(), "stranger");
-    let addr = origin(&good).await;
+    let addr = origin(&good, false).await;
 
     let trusted = ServiceConfig {
         ca_file: Some(good.ca_file.clone()),
@@ -150,7 +159,7 @@ async fn a_trusted_origin_answers_and_an_untrusted_one_is_local_tls_error_never_
         // pooled: later requests reuse the TLS connection
         let r = send(http, call("trusted")).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
-        assert_eq!(&r.body[..], b"secure /hello");
+        assert_eq!(&r.body[..], b"secure /hello HTTP/1.1 0");
     }
     for svc in ["wrongca", "wrongname", "byaddress"] {
         let r = send(http, call(svc)).await;
@@ -165,7 +174,56 @@ async fn a_trusted_origin_answers_and_an_untrusted_one_is_local_tls_error_never_
     }
     let r = send(http, call("unverified")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(&r.body[..], b"secure /hello");
+    assert_eq!(&r.body[..], b"secure /hello HTTP/1.1 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_picks_h2_is_spoken_to_in_http2_and_bodies_cross() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = pki(dir.path(), "good");
+    let both = origin(&good, true).await;
+    let trusted = |name: &str, http2: bool| ServiceConfig {
+        ca_file: Some(good.ca_file.clone()),
+        server_name: Some(ORIGIN_NAME.into()),
+        http2,
+        ..https(name, both)
+    };
+    let gw = TestGateway::start().await;
+    let config = gw
+        .register_services(vec![trusted("h2", true), trusted("h1", false)])
+        .await;
+    let agent = TestAgent::start_connected(config).await;
+    let key = gw.key(agent.id()).await;
+    let http = gw.addrs.http.unwrap();
+    let id = agent.id().to_owned();
+    let call = |svc: &str, method: Method, body: &'static [u8]| {
+        Request::builder()
+            .method(method)
+            .uri(format!("/r/{svc}--{id}/hello"))
+            .header("host", "gateway.test")
+            .header("g2c-key", key.as_str())
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let r = send(http, call("h2", Method::GET, b"")).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(&r.body[..], b"secure /hello HTTP/2.0 0");
+        let r = send(http, call("h2", Method::POST, &[7u8; 70_000])).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(&r.body[..], b"secure /hello HTTP/2.0 70000");
+    }
+    // The same origin, h2 not offered: HTTP/1.1.
+    let r = send(http, call("h1", Method::POST, b"four")).await;
+    assert_eq!(&r.body[..], b"secure /hello HTTP/1.1 4");
+    // A WebSocket cannot cross HTTP/2 here: a clear 501, not a hang.
+    let mut req = call("h2", Method::GET, b"");
+    req.headers_mut()
+        .insert("upgrade", "websocket".parse().unwrap());
+    req.headers_mut()
+        .insert("connection", "upgrade".parse().unwrap());
+    let r = send(http, req).await;
+    assert_eq!(r.status, 501, "{:?}", r.body);
 }
 
 #[test]

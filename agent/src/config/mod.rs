@@ -4,10 +4,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use g2c_proto::ServiceKind;
 use serde::{Deserialize, Serialize};
 
 pub use g2c_proto::config_error::ConfigError;
+pub use service::{HealthCheck, HealthProbe, ServiceConfig, StatusSet};
+
+mod service;
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,73 +148,6 @@ impl GatewayEndpoint {
             connections: default_connections(),
         }
     }
-}
-
-/// One local service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    /// Name announced to the gateway.
-    pub name: String,
-    /// `http` or `tcp`.
-    #[serde(default = "default_kind")]
-    pub kind: ServiceKind,
-    /// `host:port` the agent connects to (this machine or another host on its network), or
-    /// `https://host:port` for an HTTP service served over TLS (verified, never downgraded).
-    pub local: String,
-    /// HTTPS origins: the CA that signed the origin's certificate (PEM); only it is trusted.
-    /// Default: the public roots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// HTTPS origins: the name sent as SNI and verified in the certificate. Default: the
-    /// host of `local`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<String>,
-    /// HTTPS origins: accept any certificate (still encrypted, no longer authenticated).
-    /// Logged as a warning whenever the service is set up.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub tls_skip_verify: bool,
-    /// Probe the service with a TCP connect every heartbeat and report its health to the
-    /// gateway. Default: on for `http` services, off for `tcp` ones, because database servers
-    /// count bare connects as failed handshakes (MySQL's `max_connect_errors` blocks the host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<bool>,
-}
-
-impl ServiceConfig {
-    /// A plain service at `local` (`host:port`, or `https://host:port`).
-    pub fn new(name: impl Into<String>, kind: ServiceKind, local: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            kind,
-            local: local.into(),
-            ca_file: None,
-            server_name: None,
-            tls_skip_verify: false,
-            health_check: None,
-        }
-    }
-
-    /// Whether the origin is reached over TLS (`local = "https://..."`).
-    pub fn is_https(&self) -> bool {
-        self.local.starts_with(HTTPS)
-    }
-
-    /// The `host:port` to connect to (without the `https://`).
-    pub fn address(&self) -> &str {
-        self.local.strip_prefix(HTTPS).unwrap_or(&self.local)
-    }
-
-    /// Whether this service is probed (the explicit setting, else the kind's default).
-    pub fn probed(&self) -> bool {
-        self.health_check.unwrap_or(self.kind == ServiceKind::Http)
-    }
-}
-
-const HTTPS: &str = "https://";
-
-fn default_kind() -> ServiceKind {
-    ServiceKind::Http
 }
 
 /// Jittered exponential backoff settings.
@@ -433,34 +368,7 @@ impl AgentConfig {
                     format!("duplicate service {:?}", s.name),
                 ));
             }
-            if !valid_host_port(s.address()) {
-                return Err(invalid(
-                    format!("services[{i}].local"),
-                    format!(
-                        "{:?} is not host:port (or https://host:port) with a port 1-65535",
-                        s.local
-                    ),
-                ));
-            }
-            let tls_fields = s.ca_file.is_some() || s.server_name.is_some() || s.tls_skip_verify;
-            if s.is_https() && s.kind != ServiceKind::Http {
-                return Err(invalid(
-                    format!("services[{i}].local"),
-                    "https:// is for http services",
-                ));
-            }
-            if tls_fields && !s.is_https() {
-                return Err(invalid(
-                    format!("services[{i}]"),
-                    "ca_file, server_name and tls_skip_verify need local = \"https://host:port\"",
-                ));
-            }
-            if s.tls_skip_verify && (s.ca_file.is_some() || s.server_name.is_some()) {
-                return Err(invalid(
-                    format!("services[{i}].tls_skip_verify"),
-                    "verifies nothing: drop ca_file and server_name, or drop tls_skip_verify",
-                ));
-            }
+            s.validate(i)?;
         }
         Ok(())
     }
