@@ -33,6 +33,8 @@ apt_install postgresql
 apt_install haproxy
 command -v openssl >/dev/null || apt_install openssl
 command -v curl >/dev/null || apt_install curl
+# ssh and ssh-keygen: agentless sites hold their tunnel with the stock OpenSSH client.
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || apt_install openssh-client
 # promtool (Debian's `prometheus` package) checks the /metrics exposition and the alert rules.
 apt_install prometheus
 # systemd-analyze verifies the generated agent unit; npm packs and installs the npm tarballs.

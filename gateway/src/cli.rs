@@ -1,7 +1,7 @@
 //! The gateway's one-shot admin subcommands on the store: tokens, API keys, registrations.
 //! Each prints a line of text, or JSON with `--json`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use g2c_gateway::config::GatewayConfig;
 use g2c_gateway::store::Store;
 
@@ -156,6 +156,35 @@ pub async fn registration(
                     }
                 )
             })?
+        }
+        RegistrationOp::Create { public_key, name } => {
+            let text = std::fs::read_to_string(&public_key)
+                .with_context(|| format!("reading {}", public_key.display()))?;
+            let reg = g2c_gateway::store::register_by_hand(
+                store,
+                name.as_deref(),
+                &text,
+                config.limits.ports(),
+            )
+            .await?;
+            let ssh_port = config.ssh.public_port.unwrap_or(config.ssh.listen.port());
+            let host = &config.ssh.public_host;
+            let known = g2c_gateway::hostkey::load_or_generate(&config.ssh.host_key)
+                .map(|k| g2c_proto::sshkeys::public_openssh(k.public_key()))
+                .unwrap_or_default();
+            let command = format!(
+                "ssh -N -o ExitOnForwardFailure=yes -o ServerAliveInterval=15 -R 0:127.0.0.1:8080 {}@{host} -p {ssh_port}",
+                reg.id
+            );
+            let mut view = serde_json::to_value(&reg)?;
+            view["ssh_command"] = command.clone().into();
+            view["known_hosts"] = format!("[{host}]:{ssh_port} {known}").into();
+            print(json, &view, |_| {
+                format!(
+                    "registration {} (port {})\n\nOn the site, trust the gateway:\n  echo '[{host}]:{ssh_port} {known}' >> ~/.ssh/known_hosts\nthen hold the tunnel (127.0.0.1:8080 being the app):\n  {command}",
+                    reg.id, reg.tunnel_port
+                )
+            })?;
         }
         RegistrationOp::Revoke { id } => {
             store.revoke_registration(&id).await?;

@@ -17,7 +17,7 @@ mod core;
 mod error;
 mod front;
 mod gateway;
-mod hostkey;
+pub mod hostkey;
 mod http_serve;
 mod listeners;
 mod public_tcp;

@@ -104,6 +104,16 @@ enum KeyOp {
 enum RegistrationOp {
     /// List registrations.
     List,
+    /// Register a public key by hand, for a site that runs only OpenSSH (`ssh -N -R
+    /// 0:HOST:PORT <id>@gateway`) instead of the agent; prints the line to run there.
+    Create {
+        /// The site's OpenSSH public key file (e.g. id_ed25519.pub).
+        #[arg(long)]
+        public_key: std::path::PathBuf,
+        /// A name for operators.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Show one registration.
     Show {
         /// Registration ID.

@@ -163,3 +163,31 @@ pub async fn try_send(
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
 }
+
+/// Send `req` (for `/bytes/N`) and check the `size` pattern bytes of the answer as they
+/// stream, never holding the whole body; returns the seconds it took.
+pub async fn download_checked(addr: SocketAddr, req: Request<Full<Bytes>>, size: u64) -> f64 {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let started = std::time::Instant::now();
+    let resp = s.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            assert!(
+                data.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == crate::pattern_byte(got + i as u64)),
+                "corrupt at {got}"
+            );
+            got += data.len() as u64;
+        }
+    }
+    assert_eq!(got, size);
+    started.elapsed().as_secs_f64()
+}

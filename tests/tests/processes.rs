@@ -94,32 +94,8 @@ async fn gigabyte_download_and_large_upload_keep_memory_bounded() {
 
 /// Download `size` pattern bytes through the tunnel, checking every byte as it streams.
 async fn download_checked(http: std::net::SocketAddr, id: &str, key: &str, size: u64) {
-    let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let started = Instant::now();
-    let resp = s
-        .send_request(routed(Method::GET, id, &format!("/bytes/{size}"), key, ""))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.into_body();
-    let mut got = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            assert!(
-                data.iter()
-                    .enumerate()
-                    .all(|(i, b)| *b == pattern_byte(got + i as u64)),
-                "corrupt at {got}"
-            );
-            got += data.len() as u64;
-        }
-    }
-    assert_eq!(got, size);
-    let secs = started.elapsed().as_secs_f64();
+    let req = routed(Method::GET, id, &format!("/bytes/{size}"), key, "");
+    let secs = g2c_tests::client::download_checked(http, req, size).await;
     eprintln!(
         "1 GiB download: {secs:.2} s, {:.0} MiB/s",
         size as f64 / MIB as f64 / secs

@@ -184,6 +184,7 @@ where
         (Method::GET, Route::Metrics) => Ok(metrics(core)),
         (Method::GET, Route::OpenApi) => Ok(super::openapi(super::ADMIN_OPENAPI)),
         (Method::GET, Route::Registrations) => registrations(admin).await,
+        (Method::POST, Route::Registrations) => ops::create_registration(core, req).await,
         (Method::GET, Route::Registration(id)) => registration(admin, id).await,
         (Method::POST, Route::RevokeRegistration(id)) => ops::revoke_registration(core, id).await,
         (Method::POST, Route::Disconnect(id)) => disconnect(core, id).await,

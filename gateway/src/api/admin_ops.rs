@@ -68,6 +68,17 @@ mod whole {
     }
 }
 
+/// `POST /v1/registrations`: a key registered by hand (a site with only OpenSSH).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRegistration {
+    /// The site's OpenSSH public key (one line).
+    public_key: String,
+    /// A name for operators.
+    #[serde(default)]
+    name: Option<String>,
+}
+
 /// `PUT /v1/registrations/{id}/tcp/{service}/allow`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +133,26 @@ where
     let created = core.store.create_token(uses, ttl).await?;
     tracing::info!(token = %created.info.id, "enrollment token created through the admin API");
     Ok(json(StatusCode::CREATED, &created))
+}
+
+/// `POST /v1/registrations`: register a site's key by hand; it holds its tunnel with stock
+/// `ssh -N -R 0:HOST:PORT <id>@gateway`.
+pub async fn create_registration<B>(core: &Core, req: Request<B>) -> Answer
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let asked: NewRegistration = read_json(req, MAX_BODY).await?;
+    let reg = crate::store::register_by_hand(
+        core.store.as_ref(),
+        asked.name.as_deref(),
+        &asked.public_key,
+        core.config.limits.ports(),
+    )
+    .await?;
+    tracing::info!(registration = %reg.id, name = ?reg.name, "registered by hand through the admin API");
+    changed(core).await;
+    Ok(json(StatusCode::CREATED, &reg))
 }
 
 /// `POST /v1/tokens/{id}/revoke` (idempotent; the token stays listed, revoked).

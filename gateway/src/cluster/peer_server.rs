@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use g2c_proto::handshake::open_data_stream;
 use g2c_proto::mux::{self, Mode, MuxStream};
 use g2c_proto::peer::{self, Dial, DialReply};
 use g2c_proto::{tuning, AckCode, StreamHeader};
@@ -113,7 +112,7 @@ async fn serve_stream(core: Arc<Core>, mut stream: MuxStream) {
     };
     let reg = session.registration_id.as_str();
     let _inflight = session.begin_request();
-    let mut agent = match open_data_stream(&session.mux, &header).await {
+    let mut agent = match session.link.open(&header).await {
         Ok(s) => s,
         Err(e) => {
             let _ = peer::answer_dial(&mut stream, &DialReply::from_open(e)).await;

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cidr;
+pub mod link;
 pub mod metrics;
 mod refresh;
 pub mod registry;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use dashmap::DashMap;
-use g2c_proto::mux::{Mux, MuxHandle};
+
 use g2c_proto::ServiceDecl;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
@@ -22,8 +22,8 @@ pub struct AgentSession {
     pub id: u64,
     /// Registration the session authenticated as.
     pub registration_id: String,
-    /// The yamux connection over the forwarded channel.
-    pub mux: MuxHandle,
+    /// How connections reach the services: our agent's yamux, or a stock `ssh -R`.
+    pub link: super::link::Link,
     /// The SSH session, to disconnect it.
     pub ssh: russh::server::Handle,
     /// Services the agent announced.
@@ -96,7 +96,7 @@ impl AgentSession {
     /// Close the tunnel: end the mux and disconnect SSH (without waiting for either).
     pub fn close(&self, reason: &'static str) {
         tracing::info!(registration = %self.registration_id, session = self.id, reason, "closing agent session");
-        self.mux.close();
+        self.link.close();
         let ssh = self.ssh.clone();
         let span = tracing::debug_span!("disconnect", registration = %self.registration_id, session = self.id);
         self.tasks.spawn(

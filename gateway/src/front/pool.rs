@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::core::link::TunnelStream;
 use bytes::Bytes;
 use dashmap::DashMap;
-use g2c_proto::handshake::open_data_stream;
-use g2c_proto::mux::MuxStream;
 use g2c_proto::peer::Dial;
 use g2c_proto::StreamHeader;
 use http::{Request, Response};
@@ -195,7 +194,7 @@ pub async fn send_remote(
         GaugeGuard::new(core.metrics.peer_streams_open.with_label_values(&["out"])),
     );
     let io = TunnelIo {
-        stream,
+        stream: tokio_util::either::Either::Left(stream),
         _open: open.0,
         _peer: Some(open.1),
     };
@@ -216,7 +215,9 @@ async fn connect(
 ) -> Result<SendRequest<CallerBody>, RequestError> {
     let reg = session.registration_id.as_str();
     let header = StreamHeader::new(service, format!("pool-{}", session.id), "gateway".into());
-    let stream = open_data_stream(&session.mux, &header)
+    let stream = session
+        .link
+        .open(&header)
         .await
         .map_err(|e| RequestError::from_open(e, reg, service))?;
     let io = TunnelIo {
@@ -319,7 +320,7 @@ impl Body for PooledBody {
 /// A data stream as an upstream connection, counted in `g2c_active_streams` (and, through
 /// another node, in `g2c_peer_streams_open`) while it lives.
 struct TunnelIo {
-    stream: MuxStream,
+    stream: TunnelStream,
     _open: GaugeGuard,
     _peer: Option<GaugeGuard>,
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use g2c_proto::mux::Mux;
 use http::header::{HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -112,7 +111,7 @@ async fn proxy(
             return Err(match CallerBody::fault(&fault) {
                 BodyFault::Malformed => RequestError::BadRequest("malformed request body".into()),
                 BodyFault::TooLarge => RequestError::PayloadTooLarge(max_body),
-                BodyFault::None if matches!(&tunnel, Tunnel::Local(s) if s.mux.is_closed()) => {
+                BodyFault::None if matches!(&tunnel, Tunnel::Local(s) if s.link.is_closed()) => {
                     RequestError::AgentOffline(reg.to_owned())
                 }
                 BodyFault::None => RequestError::LocalServiceUnavailable {

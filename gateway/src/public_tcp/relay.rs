@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use g2c_proto::handshake::open_data_stream;
 use g2c_proto::peer::Dial;
 use g2c_proto::tap::{Tap, TapObserver};
 use g2c_proto::{tuning, StreamHeader};
@@ -114,7 +113,7 @@ async fn splice(
     let (opened, _peer) = match via {
         Via::Local(session) => {
             let header = StreamHeader::new(service, request_id, peer.to_string());
-            (open_data_stream(&session.mux, &header).await, None)
+            (session.link.open(&header).await, None)
         }
         Via::Remote(remote, reg) => {
             let dial = Dial::new(
@@ -124,7 +123,13 @@ async fn splice(
                 peer.to_string(),
             );
             let gauge = core.metrics.peer_streams_open.with_label_values(&["out"]);
-            (remote.open(dial).await, Some(GaugeGuard::new(gauge)))
+            (
+                remote
+                    .open(dial)
+                    .await
+                    .map(tokio_util::either::Either::Left),
+                Some(GaugeGuard::new(gauge)),
+            )
         }
     };
     let mut stream = opened.map_err(|e| {

@@ -282,6 +282,39 @@ pub trait Store: Send + Sync + 'static {
     fn auth_data(&self) -> BoxFuture<'_, StoreResult<AuthData>>;
 }
 
+/// Register `public_key` by an operator's hand, for a site that cannot run the agent (stock
+/// `ssh -R`): the same registration an agent gets, made with a one-use token that is revoked
+/// at once, so the store keeps one way in. The key is checked and stored in canonical form.
+pub async fn register_by_hand(
+    store: &dyn Store,
+    name: Option<&str>,
+    public_key: &str,
+    ports: PortRange,
+) -> StoreResult<Registration> {
+    let key = g2c_proto::sshkeys::parse_public(public_key.trim())
+        .map_err(|_| StoreError::Invalid("public_key is not an OpenSSH public key".into()))?;
+    if let Some(name) = name {
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(
+                "name must be 1 to 64 printable characters".into(),
+            ));
+        }
+    }
+    let token = store
+        .create_token(Some(1), Some(Duration::from_secs(60)))
+        .await?;
+    let registered = store
+        .register(
+            &token.secret,
+            name,
+            &g2c_proto::sshkeys::public_openssh(&key),
+            ports,
+        )
+        .await;
+    store.revoke_token(&token.info.id).await?;
+    registered
+}
+
 /// A key's service scope as stored: lowercased (callers' choices are matched that way), and
 /// shaped like a service name.
 pub fn service_scope(service: Option<&str>) -> StoreResult<Option<String>> {

@@ -73,7 +73,7 @@ pub(super) async fn serve(
                     break ControlEnd::Closed;
                 }
             },
-            _ = session.mux.closed() => break ControlEnd::Closed,
+            _ = session.link.closed() => break ControlEnd::Closed,
             // Only the gateway opens data streams; an agent that opens one is not ours.
             Some(_) = inbound.recv() => {
                 tracing::warn!("the agent opened a stream; closing its session (protocol violation)");
@@ -134,7 +134,7 @@ async fn go_away(session: &AgentSession, write: &mut WriteHalf<MuxStream>, wait:
     };
     if write_frame(write, &bye).await.is_ok() {
         tracing::info!("told the agent to go away");
-        let _ = tokio::time::timeout(wait, session.mux.closed()).await;
+        let _ = tokio::time::timeout(wait, session.link.closed()).await;
     }
 }
 
@@ -148,7 +148,7 @@ pub(super) async fn drain(session: &AgentSession, write: &mut WriteHalf<MuxStrea
     );
     tokio::select! {
         _ = session.inflight.idle() => {}
-        _ = session.mux.closed() => {}
+        _ = session.link.closed() => {}
         _ = tokio::time::sleep(DRAIN_LIMIT) => tracing::warn!("drain limit reached"),
     }
     let bye = ControlMessage::GoAway {

@@ -49,6 +49,15 @@ pub(super) struct TunnelHandler {
     /// Sessions per registration, and this one's place once authenticated.
     counts: Arc<SessionCounts>,
     hold: Option<SessionHold>,
+    /// Cancelled when the connection ends (the handler is dropped with it): a plain `ssh -R`
+    /// session has no other sign of its end.
+    closed: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for TunnelHandler {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
 }
 
 impl TunnelHandler {
@@ -69,6 +78,7 @@ impl TunnelHandler {
             stage,
             counts,
             hold: None,
+            closed: Default::default(),
         }
     }
 
@@ -163,7 +173,10 @@ impl russh::server::Handler for TunnelHandler {
         let Some(reg) = self.registration.clone() else {
             return Ok(false);
         };
-        if *port != u32::from(reg.tunnel_port) || self.forwarded {
+        // Our agent asks for its registration's port; a stock `ssh -R 0:host:port` asks for
+        // any port (0) and is told it got that one.
+        let plain = *port == 0;
+        if (!plain && *port != u32::from(reg.tunnel_port)) || self.forwarded {
             tracing::warn!(registration = %reg.id, port = *port, "refused tcpip-forward for a port that is not the registration's");
             return Ok(false);
         }
@@ -181,6 +194,21 @@ impl russh::server::Handler for TunnelHandler {
         self.stage.send_replace(Stage::Forwarding);
         // Opening the forwarded channel must not be awaited here: the session loop is blocked
         // on this handler until it returns.
+        if plain {
+            *port = u32::from(reg.tunnel_port);
+            tracing::info!(registration = %reg.id, address, "plain ssh remote forward granted");
+            let span = tracing::info_span!("tunnel", registration = %reg.id, plain = true);
+            let tunnel = super::plain::run(
+                self.core.clone(),
+                session.handle(),
+                reg,
+                (address.to_owned(), *port),
+                self.peer,
+                self.closed.clone(),
+            );
+            self.core.spawn(span, tunnel);
+            return Ok(true);
+        }
         let span = tracing::info_span!("tunnel", registration = %reg.id);
         let tunnel = super::session::run(
             self.core.clone(),

@@ -1,10 +1,12 @@
 //! The tunnel wing: the embedded SSH server agents dial (public-key auth bound to a
-//! registration, one `tcpip-forward` for the registration's own port, and nothing else: no
-//! shell, no exec, no direct-tcpip, no compression), and each tunnel's session over it. It
+//! registration, one `tcpip-forward` for the registration's own port, or for port 0 from a
+//! stock `ssh -R` site, and nothing else: no shell, no exec, no direct-tcpip, no
+//! compression), and each tunnel's session over it. It
 //! owns the host key; sessions are published through the core's registry.
 
 mod control;
 mod handler;
+mod plain;
 pub mod preauth;
 mod session;
 mod stage;

@@ -38,7 +38,7 @@ pub(super) async fn run(
     let session = Arc::new(AgentSession {
         id: core.registry.next_session_id(),
         registration_id: reg.id.clone(),
-        mux: up.mux.clone(),
+        link: crate::core::link::Link::Mux(up.mux.clone()),
         ssh,
         services: up.hello.services,
         agent_version: up.hello.agent_version,
@@ -50,30 +50,40 @@ pub(super) async fn run(
         go_away: Default::default(),
         tasks: core.tasks().clone(),
     });
-    let metrics = &core.metrics;
-    metrics.sessions_opened.with_label_values(&[&reg.id]).inc();
-    if core.registry.insert(session.clone()) {
-        metrics
-            .sessions_replaced
-            .with_label_values(&[&reg.id])
-            .inc();
-    }
-    metrics.agent_up(&reg.id, &session.agent_version);
-    metrics.agents_connected.set(core.registry.len() as i64);
-    tracing::info!(session = session.id, agent_version = %session.agent_version, "agent connected");
-
+    publish(&core, &session);
     let (end, mut write) = control::serve(&core, &session, up.control, up.inbound).await;
     core.registry.remove_if(&reg.id, session.id);
     if end == ControlEnd::Draining {
         control::drain(&session, &mut write).await;
     }
+    retire(&core, &session);
+}
+
+/// Put a session that came up in the registry (replacing an older one) and its metrics.
+pub(super) fn publish(core: &Core, session: &Arc<AgentSession>) {
+    let metrics = &core.metrics;
+    let reg = &session.registration_id;
+    metrics.sessions_opened.with_label_values(&[reg]).inc();
+    if core.registry.insert(session.clone()) {
+        metrics.sessions_replaced.with_label_values(&[reg]).inc();
+    }
+    metrics.agent_up(reg, &session.agent_version);
+    metrics.agents_connected.set(core.registry.len() as i64);
+    tracing::info!(session = session.id, agent_version = %session.agent_version, "agent connected");
+}
+
+/// Close a session that ended (already out of the registry) and take back its metrics.
+pub(super) fn retire(core: &Core, session: &AgentSession) {
+    let metrics = &core.metrics;
+    let reg = &session.registration_id;
+    core.registry.remove_if(reg, session.id);
     session.close("tunnel ended");
-    match core.registry.get(&reg.id) {
-        None => metrics.agent_down(&reg.id, &session.agent_version, &session.services),
+    match core.registry.get(reg) {
+        None => metrics.agent_down(reg, &session.agent_version, &session.services),
         // Replaced: what this session reported and its successor does not is removed, so
         // reconnecting with new versions or service names never piles up series.
         Some(next) => metrics.agent_replaced(
-            &reg.id,
+            reg,
             (&session.agent_version, &session.services),
             (&next.agent_version, &next.services),
         ),
