@@ -268,10 +268,29 @@ function splitLocal(local) {
   return i < 0 ? [local || '', ''] : [local.slice(0, i), local.slice(i + 1)];
 }
 
+// Settings the form shows but does not edit (TLS to the origin, the probe): kept as they are
+// when the form is saved, so editing an address never drops a CA file or a health check.
+const FORM_FIELDS = ['name', 'kind', 'local', 'health_check'];
+
+function serviceExtras(svc) {
+  return Object.fromEntries(Object.entries(svc).filter(([k]) => !FORM_FIELDS.includes(k)));
+}
+
+function describeExtras(svc) {
+  const parts = [];
+  if ((svc.local || '').startsWith('https://')) parts.push('HTTPS');
+  if (svc.ca_file) parts.push('CA ' + svc.ca_file);
+  if (svc.server_name) parts.push('name ' + svc.server_name);
+  if (svc.tls_skip_verify) parts.push('NOT VERIFIED');
+  if (svc.http2) parts.push('HTTP/2');
+  if (svc.health) parts.push('probe ' + svc.health.probe + (svc.health.path ? ' ' + svc.health.path : ''));
+  return parts.join(' · ') || '-';
+}
+
 function serviceRow(svc, i) {
   const [host, port] = splitLocal(svc.local);
   const health = svc.health_check === true ? 'on' : svc.health_check === false ? 'off' : '';
-  return h('tr', { class: 'service-row' },
+  const row = h('tr', { class: 'service-row' },
     h('td', {}, input(`services[${i}].name`, svc.name, { class: 'svc-name', 'aria-label': 'name' })),
     h('td', {}, h('select', { class: 'svc-kind', 'aria-label': 'kind' },
       ['http', 'tcp'].map((k) => h('option', { value: k, selected: svc.kind === k }, k)))),
@@ -279,8 +298,11 @@ function serviceRow(svc, i) {
     h('td', {}, input(`services[${i}].local`, port, { class: 'svc-port', inputmode: 'numeric', 'aria-label': 'port' })),
     h('td', {}, h('select', { class: 'svc-health', 'aria-label': 'health check' },
       [['', 'default'], ['on', 'on'], ['off', 'off']].map(([v, t]) => h('option', { value: v, selected: health === v }, t)))),
+    h('td', { class: 'svc-extras muted', title: 'set in agent.toml' }, describeExtras(svc)),
     h('td', {}, h('button', { type: 'button', class: 'link svc-remove', onclick: (ev) => ev.target.closest('tr').remove() }, 'remove')),
     h('td', { class: 'field-error', 'data-error-for': `services[${i}].local` }));
+  row.extras = serviceExtras(svc);
+  return row;
 }
 
 async function renderConfig(view) {
@@ -296,7 +318,7 @@ async function renderConfig(view) {
     h('p', { class: 'muted' }, 'File: ', h('code', {}, r.data.path || '(none: changes apply to this run only)')),
     h('h3', {}, 'Services'),
     h('table', { id: 'services-table' },
-      h('thead', {}, h('tr', {}, ['Name', 'Kind', 'Host', 'Port', 'Health check', '', ''].map((t) => h('th', {}, t)))),
+      h('thead', {}, h('tr', {}, ['Name', 'Kind', 'Host', 'Port', 'Health check', 'TLS and probe', '', ''].map((t) => h('th', {}, t)))),
       tbody),
     h('button', { type: 'button', id: 'service-add', onclick: add }, 'Add service'),
     h('h3', {}, 'Gateway'),
@@ -335,6 +357,7 @@ function collectConfig() {
   const services = [...document.querySelectorAll('#services-table tbody tr')].map((tr) => {
     const health = tr.querySelector('.svc-health').value;
     const svc = {
+      ...(tr.extras || {}),
       name: tr.querySelector('.svc-name').value.trim(),
       kind: tr.querySelector('.svc-kind').value,
       local: tr.querySelector('.svc-host').value.trim() + ':' + tr.querySelector('.svc-port').value.trim(),

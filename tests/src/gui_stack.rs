@@ -39,6 +39,11 @@ impl GuiStack {
         let (app_a, app_b) = (Backend::start().await, Backend::start().await);
         let mut cfg = gw.register(&[("web", ServiceKind::Http, app_a.addr)]).await;
         cfg.gateway.backchannel = Some(gw.backchannel_url());
+        // A setting the form shows but does not edit: a save must keep it.
+        cfg.services[0].health = Some(g2c_agent::config::HealthCheck {
+            path: Some("/bytes/2".into()),
+            ..g2c_agent::config::HealthCheck::new(g2c_agent::config::HealthProbe::Http)
+        });
         let config = dir.path().join("agent.toml");
         cfg.save(&config).unwrap();
         let agent = start_agent(&config, dir.path().join("agent.out"));

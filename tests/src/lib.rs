@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod procs;
 pub mod prom;
 pub mod rogue;
+pub mod tls_origin;
 pub mod webdriver;
 
 use std::future::Future;

@@ -107,7 +107,16 @@ async fn move_web_to_app_b(st: &GuiStack, browser: &Browser, shots: &Path) -> u6
         .wait_text("#config-message", "saved", wait, |t| t.starts_with("Saved"))
         .await;
     assert!(msg.contains("Applied live"), "{msg}");
-    assert!(AgentConfig::load(&st.config).unwrap().services[0].local == st.app_b.addr.to_string());
+    let saved = AgentConfig::load(&st.config).unwrap();
+    assert!(saved.services[0].local == st.app_b.addr.to_string());
+    assert_eq!(
+        saved.services[0]
+            .health
+            .as_ref()
+            .and_then(|h| h.path.as_deref()),
+        Some("/bytes/2"),
+        "the probe the form does not edit is kept"
+    );
     let backup = std::fs::read_to_string(st.dir.path().join("agent.toml.bak")).unwrap();
     assert!(
         backup.contains(&st.app_a.addr.to_string()),

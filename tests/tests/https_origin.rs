@@ -1,104 +1,46 @@
 //! HTTPS origins: a service whose `local` is `https://host:port` is reached over TLS that the
 //! agent verifies against the service's CA and `server_name`. An origin the agent does not
 //! trust gives the caller 502 `local_tls_error`, never a plaintext retry; `tls_skip_verify`
-//! turns verification off for one service. A real TLS origin (rustls + hyper) with rcgen
+//! turns verification off for one service, and says so in the log; `http2 = true` speaks HTTP/2
+//! to an origin that picks it. A real TLS origin (rustls + hyper) with rcgen
 //! certificates, the real gateway and agent.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use g2c_agent::config::ServiceConfig;
 use g2c_proto::ServiceKind;
 use g2c_tests::client::send;
 use g2c_tests::harness::{TestAgent, TestGateway};
-use http::{Method, Request, Response};
+use g2c_tests::tls_origin::{origin, pki, ORIGIN_NAME};
+use http::{Method, Request};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use tokio::net::TcpListener;
 
-/// The origin's certificate is for this name.
-const ORIGIN_NAME: &str = "origin.site.internal";
+/// What the agent logged in this test binary, so a test can read its warnings.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 
-/// A CA and, signed by it, a certificate for [`ORIGIN_NAME`].
-struct Pki {
-    ca_file: PathBuf,
-    cert_pem: String,
-    key_pem: String,
-}
+struct LogWriter;
 
-fn pki(dir: &std::path::Path, tag: &str) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![ORIGIN_NAME.to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let ca_file = dir.join(format!("{tag}-ca.pem"));
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-    Pki {
-        ca_file,
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-/// An HTTPS origin on `127.0.0.1:0` answering `secure <path> <version> <body bytes>` to every
-/// request; it offers HTTP/2 by ALPN too when `h2`.
-async fn origin(pki: &Pki, h2: bool) -> SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = vec![CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    if h2 {
-        config.alpn_protocols.insert(0, b"h2".to_vec());
-    }
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        use http_body_util::BodyExt;
-                        let (parts, body) = req.into_parts();
-                        let n = body.collect().await.map_or(0, |b| b.to_bytes().len());
-                        let body = format!("secure {} {:?} {n}", parts.uri.path(), parts.version);
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            body,
-                        ))))
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
-            });
-        }
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+            .try_init();
     });
-    addr
 }
 
 fn https(name: &str, addr: SocketAddr) -> ServiceConfig {
@@ -110,6 +52,7 @@ async fn a_trusted_origin_answers_and_an_untrusted_one_is_local_tls_error_never_
     let dir = tempfile::tempdir().unwrap();
     let good = pki(dir.path(), "good");
     let stranger = pki(dir.path(), "stranger");
+    capture_logs();
     let addr = origin(&good, false).await;
 
     let trusted = ServiceConfig {
@@ -174,6 +117,15 @@ async fn a_trusted_origin_answers_and_an_untrusted_one_is_local_tls_error_never_
     }
     let r = send(http, call("unverified")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
+    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+    let warned = log
+        .lines()
+        .find(|l| l.contains("TLS VERIFICATION IS OFF"))
+        .expect("the opt-out is logged when the service is set up");
+    assert!(
+        warned.contains("WARN") && warned.contains("unverified"),
+        "{warned}"
+    );
     assert_eq!(&r.body[..], b"secure /hello HTTP/1.1 0");
 }
 

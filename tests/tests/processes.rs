@@ -174,6 +174,54 @@ async fn cli_json_output_is_scriptable() {
     let tokens: serde_json::Value =
         serde_json::from_str(&gw.cli(&["--json", "token", "list"]).await).unwrap();
     assert_eq!(tokens.as_array().unwrap().len(), 2);
+    let scoped: serde_json::Value = serde_json::from_str(
+        &gw.cli(&[
+            "--json",
+            "key",
+            "create",
+            "--registration",
+            &id,
+            "--service",
+            "Web",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(scoped["service"], "web");
+    assert!(gw.cli(&["key", "list"]).await.contains("service=web"));
+    // A site without the agent: its key registered by hand, the ssh line to run printed.
+    let site_key = dir.path().join("site_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&site_key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = site_key.with_extension("pub");
+    let by_hand: serde_json::Value = serde_json::from_str(
+        &gw.cli(&[
+            "--json",
+            "registration",
+            "create",
+            "--public-key",
+            public.to_str().unwrap(),
+            "--name",
+            "nas",
+        ])
+        .await,
+    )
+    .unwrap();
+    let site = by_hand["id"].as_str().unwrap();
+    assert_eq!(by_hand["name"], "nas");
+    let line = by_hand["ssh_command"].as_str().unwrap();
+    assert!(
+        line.contains(&format!("-R 0:127.0.0.1:8080 {site}@")),
+        "{line}"
+    );
+    assert!(by_hand["known_hosts"]
+        .as_str()
+        .unwrap()
+        .contains("ssh-ed25519 "));
     gw.cli(&["registration", "revoke", &id]).await;
     let show: serde_json::Value =
         serde_json::from_str(&gw.cli(&["--json", "registration", "show", &id]).await).unwrap();

@@ -4,10 +4,12 @@
 //! scoped to one service; an unknown service is its own 404. Real gateway, agent and apps.
 
 use bytes::Bytes;
+use g2c_agent::config::ServiceConfig;
 use g2c_proto::ServiceKind;
 use g2c_tests::backend::Backend;
 use g2c_tests::client::send;
 use g2c_tests::harness::{TestAgent, TestGateway};
+use g2c_tests::tls_origin;
 use http::{Method, Request};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +30,7 @@ fn get(path: &str, key: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> 
 }
 
 struct Site {
+    _dir: tempfile::TempDir,
     gw: TestGateway,
     agent: TestAgent,
     web: Backend,
@@ -43,16 +46,26 @@ async fn site() -> Site {
         Backend::start().await,
         Backend::start().await,
     );
-    let config = gw
+    // The third HTTP service is an HTTPS origin with a certificate from its own CA.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls_origin::pki(dir.path(), "site");
+    let secure = tls_origin::origin(&ca, false).await;
+    let mut config = gw
         .register(&[
             ("web", ServiceKind::Http, web.addr),
             ("db", ServiceKind::Tcp, db.addr),
             ("Api", ServiceKind::Http, api.addr),
         ])
         .await;
+    config.services.push(ServiceConfig {
+        ca_file: Some(ca.ca_file.clone()),
+        server_name: Some(tls_origin::ORIGIN_NAME.into()),
+        ..ServiceConfig::new("secure", ServiceKind::Http, format!("https://{secure}"))
+    });
     let agent = TestAgent::start_connected(config).await;
     let key = gw.key(agent.id()).await;
     Site {
+        _dir: dir,
         gw,
         agent,
         web,
@@ -107,6 +120,18 @@ async fn each_service_is_reached_by_host_label_header_and_path_and_the_first_is_
             _ => (before.0 + 1, before.1),
         };
         assert_eq!(after, want, "case {i} went to the wrong app");
+    }
+    // The HTTPS service, the same three ways.
+    let secure_host = format!("secure--{id}.g2c.test");
+    let secure_path = format!("/r/secure--{id}/bytes/3");
+    for req in [
+        get("/bytes/3", &s.key, &[("host", &secure_host)]),
+        get(&plain_path, &s.key, &[("g2c-service", "secure")]),
+        get(&secure_path, &s.key, &[]),
+    ] {
+        let r = send(http, req).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(&r.body[..], b"secure /bytes/3 HTTP/1.1 0");
     }
     // The app sees neither the gateway's headers nor the service prefix.
     let last = s.api.last();
@@ -231,7 +256,8 @@ async fn the_admin_api_names_services_and_creates_scoped_keys() {
         vec![
             ("web", "http", true),
             ("db", "tcp", false),
-            ("Api", "http", false)
+            ("Api", "http", false),
+            ("secure", "http", false)
         ]
     );
 }
