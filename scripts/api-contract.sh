@@ -55,6 +55,10 @@ cat >"$work/admin.toml" <<TOML
 [[operations]]
 include-path-regex = "^/v1/registrations/[{]id[}]"
 parameters = { "path.id" = "$reg" }
+# A key registered by hand must be a real OpenSSH key (else 400), which JSON Schema cannot say.
+[[operations]]
+include-operation-id = "createRegistration"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "400"]
 TOML
 # What JSON Schema cannot say of a registration: the key's base64 must decode to a real key
 # (else 400) and the token must be live (else 401); schema-valid bodies meet both answers.
@@ -72,7 +76,10 @@ st() { # config url [st options]
     --generation-database none --report-dir "$work/reports"
 }
 echo "==> admin API ($admin)"
-st "$work/admin.toml" "http://$admin/openapi.json" -H "Authorization: Bearer $token"
+# The pinned registration id above is not the one a create returns (and the run revokes it),
+# so "a resource just created is then found" cannot hold for it; every other check runs.
+st "$work/admin.toml" "http://$admin/openapi.json" -H "Authorization: Bearer $token" \
+  --exclude-checks ensure_resource_availability
 echo "==> backchannel ($bc)"
 st "$work/backchannel.toml" "http://$bc/openapi.json"
 if grep -q "panicked" "$work/gateway.log"; then

@@ -190,7 +190,10 @@ async fn the_log_view_follows_live(st: &GuiStack, browser: &Browser, shots: &Pat
     assert_eq!(r.status, 200);
     let tested: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(tested["detail"], "HTTP 200");
-    assert!(saw(&st.app_b, "/"), "the test asked the new address");
+    assert!(
+        saw(&st.app_b, "/bytes/2"),
+        "the test ran the service's own probe, at the new address"
+    );
     browser
         .wait_text("#log-lines", "the new line", wait, |t| {
             t.contains("service tested")

@@ -143,7 +143,7 @@ impl<'a> Route<'a> {
             | Self::RevokeRegistration(_)
             | Self::RevokeToken(_)
             | Self::RevokeKey(_) => "POST",
-            Self::RegistrationKeys(_) | Self::Tokens => "GET, POST",
+            Self::Registrations | Self::RegistrationKeys(_) | Self::Tokens => "GET, POST",
             Self::TcpAllow(..) => "PUT",
             _ => "GET",
         }
