@@ -139,6 +139,20 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
         }
         return;
     };
+    serve_tls(stream, local, tls, live, status).await;
+}
+
+/// The rest of a stream to an HTTPS origin: shake hands (its failure is `local_tls`, never a
+/// plaintext retry), then splice HTTP/1.1 or, when the origin chose h2, translate onto the
+/// service's HTTP/2 connection.
+async fn serve_tls(
+    mut stream: MuxStream,
+    local: QuickAck,
+    tls: &Result<OriginTls, String>,
+    live: &LiveService,
+    status: &Status,
+) {
+    let service = &live.config;
     let shaken = match tls {
         Ok(tls) => tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, tls.connect(local))
             .await
