@@ -123,7 +123,7 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
         return;
     };
     let service = &live.config;
-    if let Some(sender) = live.h2.current() {
+    if let Some(sender) = service.http2.then(|| live.h2.current()).flatten() {
         if ack_data_stream(&mut stream).await.is_ok() {
             let stream = Tap::new(stream, StreamBytes(status));
             crate::origin_h2::bridge(stream, sender, service.address(), &live.retired).await;

@@ -191,3 +191,24 @@ pub async fn download_checked(addr: SocketAddr, req: Request<Full<Bytes>>, size:
     assert_eq!(got, size);
     started.elapsed().as_secs_f64()
 }
+
+/// A WebSocket upgrade of `uri` (`ws://gw.test/...`) through the gateway, the key in
+/// `G2C-Key`, for `tokio_tungstenite::client_async`.
+pub fn ws_request(
+    uri: &str,
+    key: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    tokio_tungstenite::tungstenite::handshake::client::Request::builder()
+        .uri(uri)
+        .header("host", "gw.test")
+        .header("g2c-key", key)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap()
+}

@@ -91,19 +91,7 @@ async fn revoking_a_key_ends_its_websocket_streams_and_waiting_request_within_a_
 
     // A WebSocket that echoes.
     let tcp = TcpStream::connect(gw.http()).await.unwrap();
-    let ws_req = tokio_tungstenite::tungstenite::handshake::client::Request::builder()
-        .uri(format!("ws://gw.test/r/{}/ws", agent.id()))
-        .header("host", "gw.test")
-        .header("g2c-key", key)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
+    let ws_req = g2c_tests::client::ws_request(&format!("ws://gw.test/r/{}/ws", agent.id()), key);
     let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));

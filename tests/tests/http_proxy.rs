@@ -159,19 +159,7 @@ async fn routes_by_host_and_by_header() {
 async fn websocket_upgrade_passes_through() {
     let (gw, agent, _app, key) = setup(GatewayOptions::default()).await;
     let tcp = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
-    let req = tokio_tungstenite::tungstenite::handshake::client::Request::builder()
-        .uri(format!("ws://gw.test/r/{}/ws", agent.id()))
-        .header("host", "gw.test")
-        .header("g2c-key", &key)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
+    let req = g2c_tests::client::ws_request(&format!("ws://gw.test/r/{}/ws", agent.id()), &key);
     let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     for i in 0..20 {

@@ -47,8 +47,9 @@ fn site(dir: &Path, gw: &TestGateway) -> Site {
     Site { key, known_hosts }
 }
 
-/// `ssh` as a site runs it, with `args` (forwards, a command) after the common options.
-fn ssh(site: &Site, gw: &TestGateway, user: &str, args: &[&str]) -> Command {
+/// `ssh` as a site runs it: `args` (forwards) after the common options, then the
+/// destination, then `command` (empty: none).
+fn ssh(site: &Site, gw: &TestGateway, user: &str, args: &[&str], command: &[&str]) -> Command {
     let mut cmd = Command::new("ssh");
     cmd.arg("-F")
         .arg("/dev/null")
@@ -61,6 +62,7 @@ fn ssh(site: &Site, gw: &TestGateway, user: &str, args: &[&str]) -> Command {
         .args(["-p", &gw.addrs.ssh.port().to_string()])
         .args(args)
         .arg(format!("{user}@127.0.0.1"))
+        .args(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,7 +121,7 @@ async fn a_stock_ssh_remote_forward_serves_callers_like_an_agent() {
     assert_eq!(r.headers["g2c-error"], "agent_offline", "{r:?}");
 
     let forward = format!("0:{}", app.addr);
-    let tunnel = ssh(&site, &gw, &id, &["-N", "-R", &forward])
+    let tunnel = ssh(&site, &gw, &id, &["-N", "-R", &forward], &[])
         .spawn()
         .unwrap();
     wait_status(&gw, &id, &key, 200, Duration::from_secs(10)).await;
@@ -152,19 +154,7 @@ async fn a_stock_ssh_remote_forward_serves_callers_like_an_agent() {
 
     // A WebSocket echoes through the forwarded channel.
     let tcp = TcpStream::connect(gw.http()).await.unwrap();
-    let ws_req = tokio_tungstenite::tungstenite::handshake::client::Request::builder()
-        .uri(format!("ws://gw.test/r/{id}/ws"))
-        .header("host", "gw.test")
-        .header("g2c-key", key.as_str())
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
+    let ws_req = g2c_tests::client::ws_request(&format!("ws://gw.test/r/{id}/ws"), &key);
     let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
     ws.send(Message::text("over plain ssh")).await.unwrap();
     assert_eq!(
@@ -186,18 +176,33 @@ async fn a_stock_ssh_remote_forward_serves_callers_like_an_agent() {
 
     // The same key may do nothing else: another port, a shell, a -W (direct-tcpip) channel.
     let other = format!("{}:{}", gw.addrs.ssh.port() + 1, app.addr);
-    let (ok, out) = finished(ssh(&site, &gw, &id, &["-N", "-R", &other]).spawn().unwrap()).await;
-    assert!(!ok, "another port was forwarded: {out}");
     let (ok, out) = finished(
-        ssh(&site, &gw, &id, &["echo", "shell-ran"])
+        ssh(&site, &gw, &id, &["-N", "-R", &other], &[])
             .spawn()
             .unwrap(),
     )
     .await;
-    assert!(!ok && !out.contains("shell-ran"), "a shell ran: {out}");
+    assert!(
+        !ok && out.contains("remote port forwarding failed"),
+        "another port was forwarded: {out}"
+    );
+    let (ok, out) = finished(
+        ssh(&site, &gw, &id, &[], &["echo", "shell-ran"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    // Logged in (no "Permission denied"), then refused the session channel.
+    assert!(
+        !ok && !out.contains("shell-ran") && !out.contains("Permission denied"),
+        "a shell ran, or the login failed first: {out}"
+    );
     let to = app.addr.to_string();
-    let (ok, out) = finished(ssh(&site, &gw, &id, &["-W", &to]).spawn().unwrap()).await;
-    assert!(!ok, "a direct-tcpip channel opened: {out}");
+    let (ok, out) = finished(ssh(&site, &gw, &id, &["-W", &to], &[]).spawn().unwrap()).await;
+    assert!(
+        !ok && out.contains("stdio forwarding failed"),
+        "a direct-tcpip channel opened: {out}"
+    );
     // ... and the tunnel still serves.
     let r = send(gw.http(), routed(Method::GET, &id, "/still", &key, "")).await;
     assert_eq!(r.status, 200, "{r:?}");

@@ -17,8 +17,6 @@ use crate::config::{HealthCheck, HealthProbe, ServiceConfig, StatusSet};
 use crate::origin_tls::OriginTls;
 use crate::splice::{LiveService, ServiceMap};
 
-pub use mysql::{login as mysql_login, probe as mysql_probe};
-
 /// Probe every service that has health checks on, concurrently.
 pub async fn probe_all(services: &ServiceMap) -> Vec<ServiceHealth> {
     let probes = services

@@ -35,7 +35,7 @@ pub async fn probe(addr: &str, user: &str) -> Result<String, String> {
 }
 
 /// The protocol part of [`probe`], on any connection.
-pub async fn login<S>(io: &mut S, user: &str) -> Result<String, String>
+async fn login<S>(io: &mut S, user: &str) -> Result<String, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

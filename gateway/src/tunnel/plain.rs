@@ -7,14 +7,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use g2c_proto::{ServiceDecl, ServiceKind};
 use tokio_util::sync::CancellationToken;
 
-use super::session::{publish, retire};
+use super::session::{new_session, publish, retire};
 use crate::core::link::{Link, SshLink};
-use crate::core::registry::AgentSession;
 use crate::core::Core;
 use crate::store::Registration;
 
@@ -41,24 +40,19 @@ pub(super) async fn run(
         closed.clone(),
         limits.max_streams_per_tunnel,
     );
-    let session = Arc::new(AgentSession {
-        id: core.registry.next_session_id(),
-        registration_id: reg.id.clone(),
-        link: Link::Ssh(link),
+    let service = ServiceDecl {
+        name: PLAIN_SERVICE.into(),
+        kind: ServiceKind::Http,
+    };
+    let session = new_session(
+        &core,
+        &reg.id,
+        Link::Ssh(link),
         ssh,
-        services: vec![ServiceDecl {
-            name: PLAIN_SERVICE.into(),
-            kind: ServiceKind::Http,
-        }],
-        agent_version: PLAIN_VERSION.into(),
+        vec![service],
+        PLAIN_VERSION.into(),
         peer,
-        connected_at: SystemTime::now(),
-        inflight: Default::default(),
-        last_heartbeat: Default::default(),
-        health: Default::default(),
-        go_away: Default::default(),
-        tasks: core.tasks().clone(),
-    });
+    );
     publish(&core, &session);
     tokio::select! {
         _ = closed.cancelled() => {}

@@ -9,10 +9,12 @@ use std::time::SystemTime;
 
 use g2c_proto::handshake::{self, Hello, HELLO_TIMEOUT};
 use g2c_proto::mux::{self, Mode, Mux, MuxHandle, MuxStream};
+use g2c_proto::ServiceDecl;
 use tokio::sync::mpsc;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use super::control::{self, ControlEnd};
+use crate::core::link::Link;
 use crate::core::registry::AgentSession;
 use crate::core::Core;
 use crate::store::Registration;
@@ -35,21 +37,15 @@ pub(super) async fn run(
     let Some(up) = establish(&core, &ssh, &reg, forward, peer).await else {
         return;
     };
-    let session = Arc::new(AgentSession {
-        id: core.registry.next_session_id(),
-        registration_id: reg.id.clone(),
-        link: crate::core::link::Link::Mux(up.mux.clone()),
+    let session = new_session(
+        &core,
+        &reg.id,
+        Link::Mux(up.mux.clone()),
         ssh,
-        services: up.hello.services,
-        agent_version: up.hello.agent_version,
+        up.hello.services,
+        up.hello.agent_version,
         peer,
-        connected_at: SystemTime::now(),
-        inflight: Default::default(),
-        last_heartbeat: Default::default(),
-        health: Default::default(),
-        go_away: Default::default(),
-        tasks: core.tasks().clone(),
-    });
+    );
     publish(&core, &session);
     let (end, mut write) = control::serve(&core, &session, up.control, up.inbound).await;
     core.registry.remove_if(&reg.id, session.id);
@@ -57,6 +53,33 @@ pub(super) async fn run(
         control::drain(&session, &mut write).await;
     }
     retire(&core, &session);
+}
+
+/// A session that just came up, with nothing in flight or reported yet.
+pub(super) fn new_session(
+    core: &Core,
+    registration: &str,
+    link: Link,
+    ssh: russh::server::Handle,
+    services: Vec<ServiceDecl>,
+    agent_version: String,
+    peer: SocketAddr,
+) -> Arc<AgentSession> {
+    Arc::new(AgentSession {
+        id: core.registry.next_session_id(),
+        registration_id: registration.to_owned(),
+        link,
+        ssh,
+        services,
+        agent_version,
+        peer,
+        connected_at: SystemTime::now(),
+        inflight: Default::default(),
+        last_heartbeat: Default::default(),
+        health: Default::default(),
+        go_away: Default::default(),
+        tasks: core.tasks().clone(),
+    })
 }
 
 /// Put a session that came up in the registry (replacing an older one) and its metrics.
