@@ -59,6 +59,7 @@ function every(ms, fn) {
 function stopTimers() {
   state.timers.forEach(clearInterval);
   state.timers = [];
+  stopFollowing();
 }
 
 function ago(unix) {
@@ -103,8 +104,8 @@ function renderLogin(message) {
 
 // --- page shell -------------------------------------------------------------------------------
 
-const VIEWS = { status: renderStatus, logs: renderLogs, config: renderConfig, ops: renderOps };
-const TITLES = { status: 'Status', logs: 'Logs', config: 'Configuration', ops: 'Operations' };
+const VIEWS = { status: renderStatus, requests: renderRequests, traffic: renderTraffic, logs: renderLogs, config: renderConfig, ops: renderOps };
+const TITLES = { status: 'Status', requests: 'Requests', traffic: 'Traffic', logs: 'Logs', config: 'Configuration', ops: 'Operations' };
 
 function renderShell() {
   const nav = h('nav', {}, Object.keys(VIEWS).map((v) =>

@@ -7,6 +7,7 @@ pub use g2c_proto::backoff;
 pub mod config;
 pub mod gui;
 pub mod health;
+pub mod inspect;
 pub mod local_api;
 pub mod logging;
 pub mod origin_h2;
@@ -59,6 +60,21 @@ pub async fn run(
     run_with(control, auth, shutdown, None).await.map(|_| ())
 }
 
+/// Feed the traffic charts the tunnel's byte totals, once per series bucket, until `stop`.
+async fn sample_bytes(status: Arc<status::Status>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let s = status.snapshot();
+                status.inspector().sample_bytes(s.bytes_in, s.bytes_out);
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// One run of the agent under `control`: the local API/GUI and the tunnel, until `shutdown`
 /// fires or a restart is requested. Records the local API's bound address in `api_addr_file`
 /// (what `g2c-agent status` reads).
@@ -72,6 +88,8 @@ pub async fn run_with(
     config.validate()?;
     g2c_proto::sshkeys::read_private_key(&config.key_file)?;
     let run = control.begin_run(&shutdown);
+    control.status().inspector().configure(&config.inspector);
+    tokio::spawn(sample_bytes(control.status().clone(), run.clone()));
     // The tunnel matters more than the GUI: if its port is taken, say so and go on.
     let api = match gui::bind(&config.local_api).await {
         Ok(listener) => {

@@ -64,6 +64,18 @@ enum Command {
     /// Ask the running agent whether its tunnel is up (and since when, to which gateway, the
     /// last error).
     Status,
+    /// Show the requests the running agent carried lately (what the GUI's Requests page shows).
+    Requests {
+        /// Keep printing requests as they end.
+        #[arg(long)]
+        follow: bool,
+        /// How many recent requests to print first.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// Only this service's requests.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Open the local GUI in the default browser (or print its address where there is none).
     Gui {
         /// Print the login secret (kept beside the config, mode 0600) and exit.
@@ -449,6 +461,25 @@ async fn async_main(cli: Cli) -> Result<()> {
         }
         Command::Run { .. } => run_agent(config_path, None).await?,
         Command::Status => print_status(&config_path, cli.json).await?,
+        Command::Requests {
+            follow,
+            last,
+            service,
+        } => {
+            let ask = g2c_agent::inspect::cli::Ask {
+                follow,
+                json: cli.json,
+                last,
+                service,
+            };
+            let (addr, secret) = (api_addr(&config_path)?, read_secret(&config_path)?);
+            let mut out = std::io::stdout().lock();
+            match g2c_agent::inspect::cli::run(addr, &secret, &ask, &mut out).await {
+                Err(g2c_agent::inspect::cli::RequestsError::Io(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
+        }
         Command::Gui {
             show_secret,
             no_open,

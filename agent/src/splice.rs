@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use g2c_proto::handshake::{accept_data_stream, ack_data_stream, refuse_data_stream};
+use g2c_proto::messages::StreamHeader;
 use g2c_proto::mux::MuxStream;
 use g2c_proto::tap::{Tap, TapObserver};
-use g2c_proto::{tuning, AckCode};
+use g2c_proto::{tuning, AckCode, ServiceKind};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
+use crate::inspect::watch::HttpWatch;
 use crate::origin_h2::H2Slot;
 use crate::origin_tls::{chose_h2, OriginTls};
 use crate::quickack::QuickAck;
@@ -82,8 +84,8 @@ impl TapObserver for StatusBytes<'_> {
         self.0.add_bytes(0, bytes.len() as u64);
     }
 
-    fn wrote(&mut self, n: usize) {
-        self.0.add_bytes(n as u64, 0);
+    fn wrote(&mut self, bytes: &[u8]) {
+        self.0.add_bytes(bytes.len() as u64, 0);
     }
 }
 
@@ -97,10 +99,14 @@ impl TapObserver for StreamBytes<'_> {
         self.0.add_bytes(bytes.len() as u64, 0);
     }
 
-    fn wrote(&mut self, n: usize) {
-        self.0.add_bytes(0, n as u64);
+    fn wrote(&mut self, bytes: &[u8]) {
+        self.0.add_bytes(0, bytes.len() as u64);
     }
 }
+
+/// A tunnel stream as the agent serves it: an HTTP service's stream carries the inspector's
+/// watch (see `inspect::watch`), a TCP service's none.
+type Watched = Tap<MuxStream, Option<HttpWatch>>;
 
 /// Serve one stream opened by the gateway, counting its bytes into `status` as they flow.
 pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, status: &Status) {
@@ -114,92 +120,114 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
     };
     tracing::debug!(service = %header.service, request = %header.request_id, caller = %header.caller_addr, "stream");
     let Some(live) = services.get(&header.service) else {
-        refuse_data_stream(
-            &mut stream,
+        let message = format!("no service named {:?}", header.service);
+        refuse(
+            stream,
+            status,
+            &header,
             AckCode::UnknownService,
-            format!("no service named {:?}", header.service),
+            message,
+            true,
         )
         .await;
         return;
     };
     let service = &live.config;
+    let http = service.kind == ServiceKind::Http;
+    let watch = http.then(|| {
+        HttpWatch::new(
+            status.inspector().clone(),
+            &service.name,
+            service.capture_bodies,
+        )
+    });
     if let Some(sender) = service.http2.then(|| live.h2.current()).flatten() {
         if ack_data_stream(&mut stream).await.is_ok() {
-            let stream = Tap::new(stream, StreamBytes(status));
+            let stream = Tap::new(stream, (StreamBytes(status), watch));
             crate::origin_h2::bridge(stream, sender, service.address(), &live.retired).await;
         }
         return;
     }
-    let Some(local) = connect_local(&mut stream, service).await else {
-        return;
+    let local = match connect_local(service).await {
+        Ok(local) => local,
+        Err((code, message)) => {
+            refuse(stream, status, &header, code, message, http).await;
+            return;
+        }
     };
     let Some(tls) = &live.tls else {
         if ack_data_stream(&mut stream).await.is_ok() {
+            let stream = Tap::new(stream, watch);
             splice(stream, Tap::new(local, StatusBytes(status)), live).await;
         }
         return;
     };
-    serve_tls(stream, local, tls, live, status).await;
-}
-
-/// The rest of a stream to an HTTPS origin: shake hands (its failure is `local_tls`, never a
-/// plaintext retry), then splice HTTP/1.1 or, when the origin chose h2, translate onto the
-/// service's HTTP/2 connection.
-async fn serve_tls(
-    mut stream: MuxStream,
-    local: QuickAck,
-    tls: &Result<OriginTls, String>,
-    live: &LiveService,
-    status: &Status,
-) {
-    let service = &live.config;
-    let shaken = match tls {
-        Ok(tls) => tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, tls.connect(local))
-            .await
-            .unwrap_or_else(|_| Err("TLS handshake timed out".into())),
-        Err(e) => Err(e.clone()),
-    };
-    let origin = match shaken {
-        Ok(origin) if chose_h2(&origin) => {
-            match live
-                .h2
-                .start(origin, &service.name, live.retired.clone())
-                .await
-            {
-                Ok(sender) => {
-                    if ack_data_stream(&mut stream).await.is_ok() {
-                        let stream = Tap::new(stream, StreamBytes(status));
-                        crate::origin_h2::bridge(stream, sender, service.address(), &live.retired)
-                            .await;
-                    }
-                    return;
-                }
-                Err(e) => Err(e),
-            }
+    let origin = match tls_origin(local, tls, live).await {
+        Ok(origin) => origin,
+        Err(message) => {
+            tracing::warn!(service = %service.name, local = %service.local, error = %message, "local HTTPS origin refused: TLS");
+            let message = format!("{} ({}): {message}", service.name, service.local);
+            refuse(stream, status, &header, AckCode::LocalTls, message, http).await;
+            return;
         }
-        other => other,
     };
+    if ack_data_stream(&mut stream).await.is_err() {
+        return;
+    }
+    let stream = Tap::new(stream, watch);
     match origin {
-        Ok(origin) => {
-            if ack_data_stream(&mut stream).await.is_ok() {
-                splice(stream, Tap::new(origin, StatusBytes(status)), live).await;
-            }
-        }
-        Err(e) => {
-            tracing::warn!(service = %service.name, local = %service.local, error = %e, "local HTTPS origin refused: TLS");
-            refuse_data_stream(
-                &mut stream,
-                AckCode::LocalTls,
-                format!("{} ({}): {e}", service.name, service.local),
-            )
-            .await;
+        Origin::H1(origin) => splice(stream, Tap::new(origin, StatusBytes(status)), live).await,
+        Origin::H2(sender) => {
+            let stream = Tap::new(stream, StreamBytes(status));
+            crate::origin_h2::bridge(stream, sender, service.address(), &live.retired).await;
         }
     }
 }
 
-/// Connect to the service's local address, tuned; `None` once the stream has been refused
-/// with the reason.
-async fn connect_local(stream: &mut MuxStream, service: &ServiceConfig) -> Option<QuickAck> {
+/// Refuse the stream with `code`, and show it on the Requests page when it was a request.
+async fn refuse(
+    mut stream: MuxStream,
+    status: &Status,
+    header: &StreamHeader,
+    code: AckCode,
+    message: String,
+    inspected: bool,
+) {
+    if inspected {
+        status
+            .inspector()
+            .refused(&header.service, &header.request_id, code, message.clone());
+    }
+    refuse_data_stream(&mut stream, code, message).await;
+}
+
+/// An HTTPS origin after its handshake: spliced as HTTP/1.1, or the service's h2 connection.
+enum Origin {
+    H1(Box<tokio_rustls::client::TlsStream<QuickAck>>),
+    H2(crate::origin_h2::H2Sender),
+}
+
+/// Shake hands with an HTTPS origin (its failure is `local_tls`, never a plaintext retry);
+/// when it chose h2, make that the service's HTTP/2 connection.
+async fn tls_origin(
+    local: QuickAck,
+    tls: &Result<OriginTls, String>,
+    live: &LiveService,
+) -> Result<Origin, String> {
+    let tls = tls.as_ref().map_err(Clone::clone)?;
+    let origin = tokio::time::timeout(tuning::LOCAL_CONNECT_TIMEOUT, tls.connect(local))
+        .await
+        .unwrap_or_else(|_| Err("TLS handshake timed out".into()))?;
+    if !chose_h2(&origin) {
+        return Ok(Origin::H1(Box::new(origin)));
+    }
+    let name = &live.config.name;
+    let sender = live.h2.start(origin, name, live.retired.clone()).await?;
+    Ok(Origin::H2(sender))
+}
+
+/// Connect to the service's local address, tuned; the refusal's code and reason otherwise.
+async fn connect_local(service: &ServiceConfig) -> Result<QuickAck, (AckCode, String)> {
     match tokio::time::timeout(
         tuning::LOCAL_CONNECT_TIMEOUT,
         TcpStream::connect(service.address()),
@@ -208,32 +236,24 @@ async fn connect_local(stream: &mut MuxStream, service: &ServiceConfig) -> Optio
     {
         Ok(Ok(s)) => {
             tune_socket(&s);
-            Some(QuickAck::new(s))
+            Ok(QuickAck::new(s))
         }
         Ok(Err(e)) => {
             tracing::info!(service = %service.name, local = %service.local, error = %e, "local service refused");
-            refuse_data_stream(
-                stream,
+            Err((
                 AckCode::ConnectFailed,
                 format!("{} ({}): {e}", service.name, service.local),
-            )
-            .await;
-            None
+            ))
         }
-        Err(_) => {
-            refuse_data_stream(
-                stream,
-                AckCode::ConnectTimeout,
-                format!("{}: connect timed out", service.name),
-            )
-            .await;
-            None
-        }
+        Err(_) => Err((
+            AckCode::ConnectTimeout,
+            format!("{}: connect timed out", service.name),
+        )),
     }
 }
 
 /// Copy both ways until either side ends or the service is retired.
-async fn splice<L>(mut stream: MuxStream, mut local: L, live: &LiveService)
+async fn splice<L>(mut stream: Watched, mut local: L, live: &LiveService)
 where
     L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -68,6 +68,7 @@ pub struct Status {
     active: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    inspector: std::sync::Arc<crate::inspect::Inspector>,
 }
 
 /// Counts one tunnel as up while it lives.
@@ -176,6 +177,11 @@ impl Status {
         StreamGuard(self)
     }
 
+    /// The recent requests and traffic series (the GUI's Requests and Traffic pages).
+    pub fn inspector(&self) -> &std::sync::Arc<crate::inspect::Inspector> {
+        &self.inspector
+    }
+
     /// Count bytes carried (to the app, from the app).
     pub fn add_bytes(&self, to_app: u64, from_app: u64) {
         self.bytes_in.fetch_add(to_app, Ordering::Relaxed);
@@ -192,6 +198,7 @@ impl Status {
             s.rtt_us = None;
         }
         s.reconnects += 1;
+        self.inspector.mark_reconnect();
         if error.is_some() {
             s.last_error = error;
         }

@@ -185,6 +185,7 @@ impl Supervisor {
             restart_required = ?outcome.restart_required,
             "configuration updated"
         );
+        self.status.inspector().configure(&live.inspector);
         self.config.send_replace(Arc::new(live));
         Ok(outcome)
     }

@@ -18,6 +18,7 @@ pub mod config_error;
 pub mod error_code;
 pub mod frame;
 pub mod handshake;
+pub mod http1;
 pub mod messages;
 pub mod mux;
 mod mux_stream;

@@ -14,8 +14,57 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub trait TapObserver: Unpin {
     /// `bytes` were just read from the stream, on their way to its reader.
     fn read(&mut self, _bytes: &[u8]) {}
-    /// The stream just accepted `n` bytes for writing.
-    fn wrote(&mut self, _n: usize) {}
+    /// The stream just accepted `bytes` for writing (a vectored write reports each slice's
+    /// accepted part in turn).
+    fn wrote(&mut self, _bytes: &[u8]) {}
+    /// The stream's read side ended: end of file or an error.
+    fn read_closed(&mut self) {}
+    /// The stream's writer shut its write side down (no more bytes will be written).
+    fn shutdown(&mut self) {}
+}
+
+/// An observer that may be absent (a stream nobody needs to watch costs one branch).
+impl<T: TapObserver> TapObserver for Option<T> {
+    fn read(&mut self, bytes: &[u8]) {
+        if let Some(o) = self {
+            o.read(bytes);
+        }
+    }
+    fn wrote(&mut self, bytes: &[u8]) {
+        if let Some(o) = self {
+            o.wrote(bytes);
+        }
+    }
+    fn read_closed(&mut self) {
+        if let Some(o) = self {
+            o.read_closed();
+        }
+    }
+    fn shutdown(&mut self) {
+        if let Some(o) = self {
+            o.shutdown();
+        }
+    }
+}
+
+/// Two observers watching the same stream, in order.
+impl<A: TapObserver, B: TapObserver> TapObserver for (A, B) {
+    fn read(&mut self, bytes: &[u8]) {
+        self.0.read(bytes);
+        self.1.read(bytes);
+    }
+    fn wrote(&mut self, bytes: &[u8]) {
+        self.0.wrote(bytes);
+        self.1.wrote(bytes);
+    }
+    fn read_closed(&mut self) {
+        self.0.read_closed();
+        self.1.read_closed();
+    }
+    fn shutdown(&mut self) {
+        self.0.shutdown();
+        self.1.shutdown();
+    }
 }
 
 /// `inner`, with every byte read and written reported to an observer.
@@ -40,6 +89,11 @@ impl<S, O> Tap<S, O> {
     pub fn observer(&self) -> &O {
         &self.observer
     }
+
+    /// The observer, to tell it what the owner knows.
+    pub fn observer_mut(&mut self) -> &mut O {
+        &mut self.observer
+    }
 }
 
 impl<S: AsyncRead + Unpin, O: TapObserver> AsyncRead for Tap<S, O> {
@@ -49,10 +103,17 @@ impl<S: AsyncRead + Unpin, O: TapObserver> AsyncRead for Tap<S, O> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let room = buf.remaining();
         let me = &mut *self;
         let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             me.observer.read(&buf.filled()[before..]);
+        } else {
+            match &polled {
+                Poll::Ready(Ok(())) if room > 0 => me.observer.read_closed(),
+                Poll::Ready(Err(_)) => me.observer.read_closed(),
+                _ => {}
+            }
         }
         polled
     }
@@ -67,7 +128,7 @@ impl<S: AsyncWrite + Unpin, O: TapObserver> AsyncWrite for Tap<S, O> {
         let me = &mut *self;
         let polled = Pin::new(&mut me.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = polled {
-            me.observer.wrote(n);
+            me.observer.wrote(&data[..n.min(data.len())]);
         }
         polled
     }
@@ -80,7 +141,15 @@ impl<S: AsyncWrite + Unpin, O: TapObserver> AsyncWrite for Tap<S, O> {
         let me = &mut *self;
         let polled = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
-            me.observer.wrote(n);
+            let mut left = n;
+            for b in bufs {
+                if left == 0 {
+                    break;
+                }
+                let part = left.min(b.len());
+                me.observer.wrote(&b[..part]);
+                left -= part;
+            }
         }
         polled
     }
@@ -94,7 +163,12 @@ impl<S: AsyncWrite + Unpin, O: TapObserver> AsyncWrite for Tap<S, O> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let me = &mut *self;
+        let polled = Pin::new(&mut me.inner).poll_shutdown(cx);
+        if polled.is_ready() {
+            me.observer.shutdown();
+        }
+        polled
     }
 }
 
@@ -106,15 +180,23 @@ mod tests {
     #[derive(Default)]
     struct Seen {
         read: Vec<u8>,
-        written: usize,
+        written: Vec<u8>,
+        read_closed: bool,
+        shut: bool,
     }
 
     impl TapObserver for Seen {
         fn read(&mut self, bytes: &[u8]) {
             self.read.extend_from_slice(bytes);
         }
-        fn wrote(&mut self, n: usize) {
-            self.written += n;
+        fn wrote(&mut self, bytes: &[u8]) {
+            self.written.extend_from_slice(bytes);
+        }
+        fn read_closed(&mut self) {
+            self.read_closed = true;
+        }
+        fn shutdown(&mut self) {
+            self.shut = true;
         }
     }
 
@@ -135,7 +217,11 @@ mod tests {
         tap.read_to_end(&mut reply).await.unwrap();
         assert_eq!(echo.await.unwrap(), payload);
         assert_eq!(reply, b"reply bytes");
-        assert_eq!(tap.observer().written, 200);
+        assert_eq!(tap.observer().written, payload);
         assert_eq!(tap.observer().read, b"reply bytes");
+        assert!(tap.observer().read_closed, "the far end's close is seen");
+        assert!(!tap.observer().shut);
+        tap.shutdown().await.unwrap();
+        assert!(tap.observer().shut);
     }
 }

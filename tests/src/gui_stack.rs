@@ -22,7 +22,7 @@ pub struct GuiStack {
     pub gw: TestGateway,
     pub app_a: Backend,
     pub app_b: Backend,
-    _agent: Proc,
+    pub agent: Proc,
     pub config: PathBuf,
     pub api: SocketAddr,
     pub secret: String,
@@ -34,6 +34,11 @@ pub struct GuiStack {
 impl GuiStack {
     /// Start everything and wait until the agent is connected.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// The same, with the agent's config changed by `edit` before the agent starts.
+    pub async fn start_with(edit: impl FnOnce(&mut g2c_agent::config::AgentConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let gw = TestGateway::start().await;
         let (app_a, app_b) = (Backend::start().await, Backend::start().await);
@@ -44,6 +49,7 @@ impl GuiStack {
             path: Some("/bytes/2".into()),
             ..g2c_agent::config::HealthCheck::new(g2c_agent::config::HealthProbe::Http)
         });
+        edit(&mut cfg);
         let config = dir.path().join("agent.toml");
         cfg.save(&config).unwrap();
         let agent = start_agent(&config, dir.path().join("agent.out"));
@@ -64,7 +70,7 @@ impl GuiStack {
             gw,
             app_a,
             app_b,
-            _agent: agent,
+            agent,
             config,
             api,
             secret,
@@ -135,6 +141,26 @@ impl GuiStack {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Log the browser in at the GUI's `page` (`#requests`, ...).
+    pub async fn log_in(&self, browser: &crate::webdriver::Browser, page: &str) {
+        browser.goto(&format!("http://{}/{page}", self.api)).await;
+        browser.wait_for("#secret", Duration::from_secs(15)).await;
+        browser.fill("#secret", &self.secret).await;
+        browser.click("#login").await;
+        browser
+            .wait_for("#conn-pill", Duration::from_secs(15))
+            .await;
+    }
+
+    /// `method path` with `body` through the gateway to the agent's `web` service.
+    pub async fn gw_request(&self, method: Method, path: &str, body: &str) -> Reply {
+        send(
+            self.gw.http(),
+            routed(method, &self.id, path, &self.key, body.to_owned()),
+        )
+        .await
     }
 
     /// A request through the gateway to the agent's `web` service.

@@ -37,6 +37,11 @@ async fn no_call_answers_without_the_secret(st: &GuiStack) {
         (Method::POST, "/v1/services/web/test"),
         (Method::POST, "/v1/rotate-key"),
         (Method::GET, "/v1/diagnostics"),
+        (Method::GET, "/v1/requests"),
+        (Method::GET, "/v1/requests/stream"),
+        (Method::GET, "/v1/requests/1"),
+        (Method::POST, "/v1/requests/1/replay"),
+        (Method::GET, "/v1/metrics/series"),
         (Method::POST, "/v1/logout"),
         (Method::GET, "/v1/no-such-thing"),
     ];
@@ -116,14 +121,21 @@ async fn state_changes_need_same_origin_and_the_token(st: &GuiStack, cookie: &st
             ("origin", origin.as_str()),
         ],
     ];
+    // A replay from another site would make the agent send a request to the app: refused
+    // like every other state change.
+    assert_eq!(st.through_gateway("/bytes/5").await.status, 200);
+    let app_saw = st.app_a.seen().len();
     for headers in &refused {
-        let r = st.call(Method::POST, "/v1/reconnect", headers, "").await;
-        assert_eq!(r.status, 403, "{headers:?}");
-        assert!(matches!(
-            r.json_code().as_deref(),
-            Some("cross_site" | "csrf")
-        ));
+        for path in ["/v1/reconnect", "/v1/requests/1/replay"] {
+            let r = st.call(Method::POST, path, headers, "").await;
+            assert_eq!(r.status, 403, "{path} {headers:?}");
+            assert!(matches!(
+                r.json_code().as_deref(),
+                Some("cross_site" | "csrf")
+            ));
+        }
     }
+    assert_eq!(st.app_a.seen().len(), app_saw, "no replay reached the app");
     // A bearer secret from another site's page is refused the same way.
     let auth = format!("Bearer {}", st.secret);
     let r = st

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use g2c_proto::config_error::ConfigError;
+pub use inspector::InspectorConfig;
 pub use service::{HealthCheck, HealthProbe, ServiceConfig, StatusSet};
 
+mod inspector;
 mod service;
 
 /// The whole agent configuration.
@@ -33,6 +35,9 @@ pub struct AgentConfig {
     /// The local status API (and, later, the GUI).
     #[serde(default, skip_serializing_if = "LocalApiConfig::is_default")]
     pub local_api: LocalApiConfig,
+    /// The GUI's request inspector.
+    #[serde(default, skip_serializing_if = "InspectorConfig::is_default")]
+    pub inspector: InspectorConfig,
 }
 
 /// Rotating log files, written beside stderr.
@@ -208,6 +213,7 @@ impl AgentConfig {
             reconnect: ReconnectConfig::default(),
             log: LogConfig::default(),
             local_api: LocalApiConfig::default(),
+            inspector: InspectorConfig::default(),
         }
     }
 
@@ -258,6 +264,7 @@ impl AgentConfig {
         diff("reconnect", self.reconnect != other.reconnect);
         diff("log", self.log != other.log);
         diff("local_api", self.local_api != other.local_api);
+        diff("inspector", self.inspector != other.inspector);
         out
     }
 
@@ -398,7 +405,7 @@ impl AgentConfig {
                 ),
             ));
         }
-        Ok(())
+        self.inspector.validate()
     }
 
     /// The per-OS path a service installation reads.

@@ -48,6 +48,10 @@ pub struct ServiceConfig {
     /// How the service is probed. Default: a TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// HTTP services: keep the first KiB of each request and response body for the GUI's
+    /// Requests page (off: only heads, with credentials masked, are kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture_bodies: bool,
 }
 
 /// How a service's health is probed.
@@ -200,6 +204,7 @@ impl ServiceConfig {
             http2: false,
             health_check: None,
             health: None,
+            capture_bodies: false,
         }
     }
 

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::{error, json, ops, Gate, Resp};
+use super::{error, json, ops, requests, Gate, Resp};
 use crate::supervisor::Supervisor;
 
 /// Largest request body the API reads.
@@ -119,6 +119,8 @@ pub async fn handle(control: &Supervisor, gate: Gate, host: &str, req: Request<I
             return error(StatusCode::FORBIDDEN, "csrf", "missing or wrong CSRF token");
         }
     }
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let query = query.as_str();
     let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["session"]) => match &caller {
@@ -164,6 +166,30 @@ pub async fn handle(control: &Supervisor, gate: Gate, host: &str, req: Request<I
             Err(r) => r,
         },
         (&Method::GET, ["diagnostics"]) => super::diagnostics::bundle(control, &gate.auth),
+        (&Method::GET, ["requests"]) => requests::list(control, query),
+        (&Method::GET, ["requests", "stream"]) => requests::stream(
+            control,
+            query,
+            req.headers().get("last-event-id"),
+            gate.shutdown.clone(),
+        ),
+        (&Method::GET, ["requests", seq]) => requests::detail(control, seq),
+        (&Method::POST, ["requests", seq, "replay"]) => {
+            let empty = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+            let ask = if empty {
+                Ok(requests::ReplayAsk::default())
+            } else {
+                body_json::<requests::ReplayAsk>(req).await
+            };
+            match ask {
+                Ok(ask) => requests::replay(control, seq, ask).await,
+                Err(r) => r,
+            }
+        }
+        (&Method::GET, ["metrics", "series"]) => requests::series(control, query),
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
 }

@@ -50,7 +50,7 @@ pub fn bundle(control: &Supervisor, auth: &super::auth::GuiAuth) -> Resp {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(bytes)));
+            let mut r = http::Response::new(super::full(bytes));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/gzip"),

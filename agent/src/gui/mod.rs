@@ -10,6 +10,7 @@ pub mod auth;
 pub mod diagnostics;
 pub mod logs;
 pub mod ops;
+pub mod requests;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,11 +29,21 @@ use tracing::Instrument;
 use crate::config::LocalApiConfig;
 use crate::supervisor::Supervisor;
 
+/// The body of a GUI answer: whole, or (the request event stream) fed as it goes.
+pub type GuiBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
 /// A response of the GUI listener.
-pub type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<GuiBody>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> GuiBody {
+    use http_body_util::BodyExt;
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 const INDEX_HTML: &str = include_str!("../../gui/index.html");
 const APP_JS: &str = include_str!("../../gui/app.js");
+const INSPECT_JS: &str = include_str!("../../gui/inspect.js");
 const APP_CSS: &str = include_str!("../../gui/app.css");
 
 /// Page policy: our own scripts and styles only, no framing, nothing leaves the page.
@@ -78,17 +89,20 @@ pub async fn serve(
         let control = control.clone();
         let auth = auth.clone();
         let conn_shutdown = shutdown.clone();
+        let stop = shutdown.clone();
         let port = local.map(|a| a.port()).unwrap_or(0);
         tokio::spawn(
             async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let control = control.clone();
                     let auth = auth.clone();
+                    let stop = stop.clone();
                     async move {
                         let gate = Gate {
                             port,
                             allow_remote,
                             auth,
+                            shutdown: stop.clone(),
                         };
                         Ok::<_, Infallible>(with_headers(handle(&control, gate, req).await))
                     }
@@ -120,6 +134,8 @@ pub struct Gate {
     pub allow_remote: bool,
     /// The login secret and browser sessions (kept across in-process restarts).
     pub auth: Arc<auth::GuiAuth>,
+    /// Ends the event streams when the agent stops.
+    pub shutdown: CancellationToken,
 }
 
 impl Gate {
@@ -163,9 +179,10 @@ async fn handle(control: &Supervisor, gate: Gate, req: Request<Incoming>) -> Res
     match path.as_str() {
         "/" | "/index.html" => asset(INDEX_HTML, "text/html; charset=utf-8"),
         "/app.js" => asset(APP_JS, "text/javascript; charset=utf-8"),
+        "/inspect.js" => asset(INSPECT_JS, "text/javascript; charset=utf-8"),
         "/app.css" => asset(APP_CSS, "text/css; charset=utf-8"),
         "/favicon.ico" => {
-            let mut r = Response::new(Full::new(Bytes::new()));
+            let mut r = Response::new(full(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
@@ -187,7 +204,7 @@ fn is_local_host(host: &str) -> bool {
 }
 
 fn asset(text: &'static str, content_type: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut r = Response::new(full(Bytes::from_static(text.as_bytes())));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
@@ -215,9 +232,7 @@ fn with_headers(mut r: Resp) -> Resp {
 
 /// A JSON answer.
 pub fn json<T: serde::Serialize>(code: StatusCode, body: &T) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(body).unwrap_or_default(),
-    )));
+    let mut r = Response::new(full(serde_json::to_vec(body).unwrap_or_default()));
     *r.status_mut() = code;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use g2c_proto::http1::{head_end, Body, BodyKind, Progress, MAX_HEAD};
 use g2c_proto::tap::{Tap, TapObserver};
 
 /// Set once a request head on this connection had ambiguous framing. The accept loop puts it
@@ -45,8 +46,6 @@ impl Upgraded {
     }
 }
 
-/// Largest head the watcher buffers (hyper refuses larger ones with 431 anyway).
-const MAX_HEAD: usize = 96 * 1024;
 /// Most headers it parses.
 const MAX_HEADERS: usize = 256;
 
@@ -54,23 +53,15 @@ const MAX_HEADERS: usize = 256;
 enum State {
     /// Collecting a request head.
     Head(Vec<u8>),
-    /// Skipping a `Content-Length` body.
-    Body(u64),
-    /// Reading a chunk-size line.
-    ChunkSize(Vec<u8>),
-    /// Skipping chunk data and its CRLF.
-    ChunkData(u64),
-    /// Reading trailer lines after the last chunk until an empty line.
-    Trailers(Vec<u8>),
+    /// Following a body (counted or chunked) to the next head.
+    Body(Body),
     /// Not watching any more.
     Off,
 }
 
 /// What a head says about the body that follows.
 enum Framing {
-    None,
-    Length(u64),
-    Chunked,
+    Body(BodyKind),
     Ambiguous,
     GiveUp,
 }
@@ -105,41 +96,19 @@ fn framing_of(head: &[u8]) -> Framing {
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         return if chunked_last {
-            Framing::Chunked
+            Framing::Body(BodyKind::Chunked)
         } else {
             Framing::GiveUp
         };
     }
     match length {
-        None => Framing::None,
+        None => Framing::Body(BodyKind::None),
         Some(v) => std::str::from_utf8(v)
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
-            .map_or(Framing::GiveUp, Framing::Length),
+            .map_or(Framing::GiveUp, |n| Framing::Body(BodyKind::Length(n))),
     }
-}
-
-/// The position just past the first empty line (`\r\n\r\n` or `\n\n`), if any, in one pass:
-/// the first `\n` that ends either pattern ends the earlier of the two.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.iter().enumerate().find_map(|(i, b)| {
-        if *b != b'\n' {
-            return None;
-        }
-        let after_cr = i > 0 && buf[i - 1] == b'\r';
-        match buf.get(i + 1..) {
-            Some([b'\n', ..]) => Some(i + 2),
-            Some([b'\r', b'\n', ..]) if after_cr => Some(i + 3),
-            _ => None,
-        }
-    })
-}
-
-/// The size of a chunk from its size line (without the `\n`), or `None` if it is not one.
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let size = line.split(|b| *b == b';').next().unwrap_or_default();
-    u64::from_str_radix(std::str::from_utf8(size).ok()?.trim(), 16).ok()
 }
 
 /// The watcher's state machine over one connection's incoming bytes.
@@ -171,12 +140,11 @@ impl FramingWatch {
             let (next, rest) = match std::mem::replace(&mut self.state, State::Off) {
                 State::Off => return,
                 State::Head(buf) => self.head(buf, data),
-                State::Body(n) => skip(n, data, State::Body, || State::Head(Vec::new())),
-                State::ChunkSize(line) => chunk_size_line(line, data),
-                State::ChunkData(n) => {
-                    skip(n, data, State::ChunkData, || State::ChunkSize(Vec::new()))
-                }
-                State::Trailers(line) => trailer_line(line, data),
+                State::Body(mut body) => match body.feed(data, |_| {}) {
+                    Progress::More => (State::Body(body), None),
+                    Progress::Done(n) => (State::Head(Vec::new()), Some(&data[n..])),
+                    Progress::Broken => (State::Off, None),
+                },
             };
             self.state = next;
             match rest {
@@ -227,9 +195,10 @@ impl FramingWatch {
             framing_of(&buf[..end])
         };
         let next = match framing {
-            Framing::None | Framing::Length(0) => State::Head(Vec::new()),
-            Framing::Length(n) => State::Body(n),
-            Framing::Chunked => State::ChunkSize(Vec::new()),
+            Framing::Body(kind) => match Body::new(kind) {
+                body if body.is_done() => State::Head(Vec::new()),
+                body => State::Body(body),
+            },
             Framing::Ambiguous => {
                 self.flag.store(true, Ordering::Release);
                 State::Off
@@ -238,65 +207,6 @@ impl FramingWatch {
         };
         (next, Some(data))
     }
-}
-
-/// Skip `n` body bytes: the same state with fewer left, or `then` once all are seen.
-fn skip(
-    n: u64,
-    data: &[u8],
-    more: impl FnOnce(u64) -> State,
-    then: impl FnOnce() -> State,
-) -> (State, Option<&[u8]>) {
-    let take = n.min(data.len() as u64);
-    let rest = &data[take as usize..];
-    let next = if n == take { then() } else { more(n - take) };
-    (next, Some(rest))
-}
-
-/// Read a chunk-size line; a line within one read is parsed in place, like a head.
-fn chunk_size_line(mut line: Vec<u8>, data: &[u8]) -> (State, Option<&[u8]>) {
-    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
-        line.extend_from_slice(data);
-        let state = if line.len() > 4096 {
-            State::Off
-        } else {
-            State::ChunkSize(line)
-        };
-        return (state, None);
-    };
-    let size = if line.is_empty() {
-        chunk_size(&data[..nl])
-    } else {
-        line.extend_from_slice(&data[..nl]);
-        chunk_size(&line)
-    };
-    let next = match size {
-        Some(0) => State::Trailers(Vec::new()),
-        // Data, then its CRLF.
-        Some(n) if n < u64::MAX - 2 => State::ChunkData(n + 2),
-        _ => State::Off,
-    };
-    (next, Some(&data[nl + 1..]))
-}
-
-/// Read trailer lines after the last chunk until an empty one ends the request.
-fn trailer_line(mut line: Vec<u8>, data: &[u8]) -> (State, Option<&[u8]>) {
-    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
-        line.extend_from_slice(data);
-        let state = if line.len() > MAX_HEAD {
-            State::Off
-        } else {
-            State::Trailers(line)
-        };
-        return (state, None);
-    };
-    line.extend_from_slice(&data[..nl]);
-    let next = if line.iter().all(|b| *b == b'\r') {
-        State::Head(Vec::new())
-    } else {
-        State::Trailers(Vec::new())
-    };
-    (next, Some(&data[nl + 1..]))
 }
 
 /// An I/O stream whose incoming bytes pass a [`FramingWatch`] on the way to hyper.
@@ -326,36 +236,6 @@ mod tests {
         w.feed(a);
         w.feed(b);
         (flag.load(Ordering::Acquire), w.active())
-    }
-
-    #[test]
-    fn the_one_pass_head_end_finds_what_two_scans_would() {
-        let two_scans = |buf: &[u8]| {
-            let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-            let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-            crlf.into_iter().chain(lf).min()
-        };
-        // Every string of up to 7 bytes over the alphabet that matters.
-        let alphabet = [b'\r', b'\n', b'a'];
-        for len in 0..=7u32 {
-            for mut code in 0..3usize.pow(len) {
-                let mut buf = Vec::new();
-                for _ in 0..len {
-                    buf.push(alphabet[code % 3]);
-                    code /= 3;
-                }
-                assert_eq!(head_end(&buf), two_scans(&buf), "{buf:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn chunk_size_lines_parse_with_extensions_and_refuse_junk() {
-        assert_eq!(chunk_size(b"1a\r"), Some(26));
-        assert_eq!(chunk_size(b"0;name=value\r"), Some(0));
-        assert_eq!(chunk_size(b"zz\r"), None);
-        assert_eq!(chunk_size(b"\xff\r"), None);
-        assert_eq!(chunk_size(b"ffffffffffffffffff\r"), None);
     }
 
     #[test]

@@ -165,8 +165,8 @@ impl TapObserver for Counters {
         self.n_read += bytes.len() as u64;
     }
 
-    fn wrote(&mut self, n: usize) {
-        self.written.inc_by(n as u64);
-        self.n_written += n as u64;
+    fn wrote(&mut self, bytes: &[u8]) {
+        self.written.inc_by(bytes.len() as u64);
+        self.n_written += bytes.len() as u64;
     }
 }

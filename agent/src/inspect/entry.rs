@@ -1,0 +1,232 @@
+//! One request as the inspector keeps it, and the two JSON shapes it is shown in: the summary
+//! of the list (and of `g2c-agent requests`) and the detail with headers and captured bodies.
+//! Heads are kept as the masked text they were rebuilt into (one small copy per head); they
+//! are parsed again only when someone opens the request.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::Serialize;
+
+/// Most body bytes kept per message when capture is on.
+pub const CAPTURE: usize = 1024;
+
+/// Why a request failed, and who failed, when it did not end in an answer from the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The error code the caller was (or would be) given, e.g. `local_service_unavailable`.
+    pub code: &'static str,
+    /// Who failed: `local_app`, `agent`, `gateway` or `caller`.
+    pub who: &'static str,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+/// The first bytes of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// Up to [`CAPTURE`] bytes.
+    pub bytes: Box<[u8]>,
+    /// The body's whole length as seen.
+    pub length: u64,
+}
+
+impl Captured {
+    /// Whether the kept bytes are the whole body.
+    pub fn complete(&self) -> bool {
+        self.length == self.bytes.len() as u64
+    }
+}
+
+/// One request through the tunnel (or one the agent refused).
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    /// Position in the agent's sequence of requests (from 1, never reused).
+    pub seq: u64,
+    /// Unix milliseconds when the request's head arrived.
+    pub at_ms: u64,
+    /// The local service it was for.
+    pub service: Arc<str>,
+    /// The gateway's `X-Request-Id`.
+    pub request_id: Option<Box<str>>,
+    /// Method; `None` for a stream refused before the request was sent.
+    pub method: Option<Box<str>>,
+    /// Path and query, secrets in the query masked.
+    pub target: Option<Box<str>>,
+    /// The app's status (or the one the caller got for a refusal).
+    pub status: Option<u16>,
+    /// From the request's head to the end of the answer, microseconds.
+    pub duration_us: u64,
+    /// From the request's head to the answer's head, microseconds.
+    pub wait_us: Option<u64>,
+    /// Bytes of the request (head and body) sent to the app.
+    pub bytes_in: u64,
+    /// Bytes of the answer (head and body) sent back.
+    pub bytes_out: u64,
+    /// Why it failed, if it did not end in an answer.
+    pub failure: Option<Failure>,
+    /// The request head as masked text.
+    pub request_head: Option<Box<str>>,
+    /// The answer's head as masked text.
+    pub response_head: Option<Box<str>>,
+    /// The request body's first bytes (capture on).
+    pub request_body: Option<Captured>,
+    /// The answer body's first bytes (capture on).
+    pub response_body: Option<Captured>,
+}
+
+/// The list's view of an entry.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub service: &'a str,
+    pub request_id: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub target: Option<&'a str>,
+    pub status: Option<u16>,
+    pub duration_us: u64,
+    pub wait_us: Option<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub error: Option<&'a Failure>,
+    pub captured: bool,
+}
+
+/// One header line.
+#[derive(Debug, Serialize)]
+pub struct HeaderLine {
+    pub name: String,
+    pub value: String,
+}
+
+/// One side (request or answer) opened up.
+#[derive(Debug, Serialize)]
+pub struct Message {
+    /// The start line (`GET /x HTTP/1.1`, `HTTP/1.1 200 OK`).
+    pub line: String,
+    pub headers: Vec<HeaderLine>,
+    /// The captured body, if capture was on.
+    pub body: Option<BodyView>,
+}
+
+/// A captured body for display.
+#[derive(Debug, Serialize)]
+pub struct BodyView {
+    /// The bytes as text (invalid UTF-8 replaced).
+    pub text: String,
+    /// The same bytes, base64.
+    pub base64: String,
+    /// The whole body's length.
+    pub length: u64,
+    /// Whether more was sent than was kept.
+    pub truncated: bool,
+}
+
+/// The detail view: summary, both sides, and whether it may be replayed.
+#[derive(Debug, Serialize)]
+pub struct Detail<'a> {
+    #[serde(flatten)]
+    pub summary: Summary<'a>,
+    pub request: Option<Message>,
+    pub response: Option<Message>,
+    /// Whether the agent can send it again (its whole body is known).
+    pub replayable: bool,
+    /// Whether a replay must be confirmed (the method is not safe to repeat).
+    pub confirm_replay: bool,
+}
+
+/// Methods whose repetition changes nothing: replayed without asking.
+pub fn safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
+}
+
+impl Entry {
+    /// The list's view.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary {
+            seq: self.seq,
+            at_ms: self.at_ms,
+            service: &self.service,
+            request_id: self.request_id.as_deref(),
+            method: self.method.as_deref(),
+            target: self.target.as_deref(),
+            status: self.status,
+            duration_us: self.duration_us,
+            wait_us: self.wait_us,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            error: self.failure.as_ref(),
+            captured: self.request_body.is_some() || self.response_body.is_some(),
+        }
+    }
+
+    /// The detail view.
+    pub fn detail(&self) -> Detail<'_> {
+        Detail {
+            summary: self.summary(),
+            request: self
+                .request_head
+                .as_deref()
+                .map(|h| message(h, self.request_body.as_ref())),
+            response: self
+                .response_head
+                .as_deref()
+                .map(|h| message(h, self.response_body.as_ref())),
+            replayable: self.replayable(),
+            confirm_replay: !self.method.as_deref().is_some_and(safe_method),
+        }
+    }
+
+    /// Whether everything needed to send it again was kept: a head, and a body that is
+    /// empty or was captured whole.
+    pub fn replayable(&self) -> bool {
+        let Some(head) = self.request_head.as_deref() else {
+            return false;
+        };
+        match &self.request_body {
+            Some(b) => b.complete(),
+            None => !declares_body(head),
+        }
+    }
+}
+
+/// Whether a request head declares a body (a non-zero length, or chunked).
+fn declares_body(head: &str) -> bool {
+    head.lines().skip(1).any(|l| {
+        let Some((name, value)) = l.split_once(':') else {
+            return false;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        (name.eq_ignore_ascii_case("content-length") && value != "0")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+    })
+}
+
+/// Split a kept head into its start line and headers.
+pub fn split_head(head: &str) -> (String, Vec<HeaderLine>) {
+    let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+    let line = lines.next().unwrap_or_default().to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| HeaderLine {
+            name: n.trim().to_owned(),
+            value: v.trim().to_owned(),
+        })
+        .collect();
+    (line, headers)
+}
+
+fn message(head: &str, body: Option<&Captured>) -> Message {
+    let (line, headers) = split_head(head);
+    Message {
+        line,
+        headers,
+        body: body.map(|b| BodyView {
+            text: String::from_utf8_lossy(&b.bytes).into_owned(),
+            base64: base64::engine::general_purpose::STANDARD.encode(&b.bytes),
+            length: b.length,
+            truncated: !b.complete(),
+        }),
+    }
+}

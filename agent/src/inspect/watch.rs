@@ -1,0 +1,479 @@
+//! The inspector's eyes on one tunnel stream of an HTTP service. The gateway always speaks
+//! HTTP/1.1 on the stream (whatever the agent then speaks to the app), so one observer on the
+//! stream sees every request as it is read and every answer as it is written, in order. It
+//! follows the framing (`g2c_proto::http1`) to find each next head, copies each head once with
+//! its credentials masked, keeps the first KiB of bodies when the service captures them, and
+//! records the request when its answer has been written. It never changes a byte; on anything
+//! it cannot follow (not HTTP, a head past 96 KiB, an upgrade) it stops watching the stream.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use g2c_proto::error_code;
+use g2c_proto::http1::{head_end, Body, BodyKind, Progress, MAX_HEAD};
+use g2c_proto::tap::TapObserver;
+
+use super::entry::{Captured, Entry, Failure, CAPTURE};
+use super::mask::{Settings, MASK};
+use super::{now_ms, Inspector};
+
+/// Most headers a head may have to be followed.
+const MAX_HEADERS: usize = 128;
+
+/// Where one direction of the stream is.
+#[derive(Debug)]
+enum Dir {
+    /// Collecting a head (bytes carried over from earlier reads, usually none).
+    Head(Vec<u8>),
+    /// Following a body.
+    Body(Body),
+}
+
+/// Which side of the stream ended first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closer {
+    /// The app's side: it closed its connection, so the answer to the gateway was shut.
+    App,
+    /// The gateway's side: it closed the stream (the caller left, or it gave up waiting).
+    Gateway,
+}
+
+/// A request read, waiting for (or receiving) its answer.
+#[derive(Debug)]
+struct Pending {
+    started: Instant,
+    at_ms: u64,
+    method: Box<str>,
+    target: Box<str>,
+    request_id: Option<Box<str>>,
+    request_head: Box<str>,
+    bytes_in: u64,
+    bytes_out: u64,
+    request_body: Option<Vec<u8>>,
+    request_len: u64,
+    status: Option<u16>,
+    wait_us: Option<u64>,
+    response_head: Option<Box<str>>,
+    response_body: Option<Vec<u8>>,
+    response_len: u64,
+}
+
+/// The observer on one stream.
+#[derive(Debug)]
+pub struct HttpWatch {
+    inspector: Arc<Inspector>,
+    settings: Arc<Settings>,
+    service: Arc<str>,
+    capture: bool,
+    req: Dir,
+    resp: Dir,
+    pending: VecDeque<Pending>,
+    closer: Option<Closer>,
+    off: bool,
+}
+
+impl HttpWatch {
+    /// Watch a stream of `service` for `inspector` (bodies kept if `capture`).
+    pub fn new(inspector: Arc<Inspector>, service: &str, capture: bool) -> Self {
+        let settings = inspector.settings();
+        Self {
+            off: !settings.enabled,
+            inspector,
+            settings,
+            service: service.into(),
+            capture,
+            req: Dir::Head(Vec::new()),
+            resp: Dir::Head(Vec::new()),
+            pending: VecDeque::new(),
+            closer: None,
+        }
+    }
+
+    fn feed_request(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.off {
+            match std::mem::replace(&mut self.req, Dir::Head(Vec::new())) {
+                Dir::Head(buf) => match take_head(buf, data) {
+                    HeadStep::Partial(buf) => {
+                        self.req = Dir::Head(buf);
+                        return;
+                    }
+                    HeadStep::Off => self.off = true,
+                    HeadStep::Whole { head, rest } => {
+                        data = rest;
+                        match self.request_head(&head) {
+                            Some(kind) => self.req = Dir::Body(Body::new(kind)),
+                            None => self.off = true,
+                        }
+                    }
+                },
+                Dir::Body(mut body) => {
+                    let capture = self.capture;
+                    let mut p = self.pending.back_mut();
+                    let (progress, used) = feed_body(&mut body, data, |c| {
+                        if let Some(p) = p.as_deref_mut() {
+                            p.request_len += c.len() as u64;
+                            if capture {
+                                keep(p.request_body.get_or_insert_with(Vec::new), c);
+                            }
+                        }
+                    });
+                    if let Some(p) = self.pending.back_mut() {
+                        p.bytes_in += used as u64;
+                    }
+                    data = &data[used..];
+                    match progress {
+                        Progress::More => self.req = Dir::Body(body),
+                        Progress::Done(_) => {}
+                        Progress::Broken => self.off = true,
+                    }
+                }
+            }
+        }
+    }
+
+    fn feed_response(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.off {
+            match std::mem::replace(&mut self.resp, Dir::Head(Vec::new())) {
+                Dir::Head(buf) => match take_head(buf, data) {
+                    HeadStep::Partial(buf) => {
+                        self.resp = Dir::Head(buf);
+                        return;
+                    }
+                    HeadStep::Off => self.stop("bad_response", "the app's answer is not HTTP/1"),
+                    HeadStep::Whole { head, rest } => {
+                        data = rest;
+                        self.response_head(&head);
+                    }
+                },
+                Dir::Body(mut body) => {
+                    let capture = self.capture;
+                    let mut p = self.pending.front_mut();
+                    let (progress, used) = feed_body(&mut body, data, |c| {
+                        if let Some(p) = p.as_deref_mut() {
+                            p.response_len += c.len() as u64;
+                            if capture {
+                                keep(p.response_body.get_or_insert_with(Vec::new), c);
+                            }
+                        }
+                    });
+                    if let Some(p) = self.pending.front_mut() {
+                        p.bytes_out += used as u64;
+                    }
+                    data = &data[used..];
+                    match progress {
+                        Progress::More => self.resp = Dir::Body(body),
+                        Progress::Done(_) => self.answered(None),
+                        Progress::Broken => {
+                            self.stop("bad_response", "the app's chunked body is malformed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A whole request head: note the request, and say how its body is framed.
+    fn request_head(&mut self, head: &[u8]) -> Option<BodyKind> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+            return None;
+        }
+        let (method, path) = (req.method?, req.path?);
+        let target = self.settings.mask_target(path);
+        let mut text = String::with_capacity(head.len());
+        text.push_str(method);
+        text.push(' ');
+        text.push_str(&target);
+        text.push_str(if req.version == Some(0) {
+            " HTTP/1.0\r\n"
+        } else {
+            " HTTP/1.1\r\n"
+        });
+        let (kind, request_id) = self.headers_into(&mut text, req.headers, false);
+        self.pending.push_back(Pending {
+            started: Instant::now(),
+            at_ms: now_ms(),
+            method: method.into(),
+            target: target.into(),
+            request_id,
+            request_head: text.into(),
+            bytes_in: head.len() as u64,
+            bytes_out: 0,
+            request_body: self.capture.then(Vec::new),
+            request_len: 0,
+            status: None,
+            wait_us: None,
+            response_head: None,
+            response_body: None,
+            response_len: 0,
+        });
+        Some(kind.unwrap_or(BodyKind::None))
+    }
+
+    /// Write `headers` into `text` (masked), and find the body's framing and the request id.
+    fn headers_into(
+        &self,
+        text: &mut String,
+        headers: &[httparse::Header<'_>],
+        response: bool,
+    ) -> (Option<BodyKind>, Option<Box<str>>) {
+        let (mut length, mut chunked, mut request_id) = (None, false, None);
+        for h in headers {
+            text.push_str(h.name);
+            text.push_str(": ");
+            if self.settings.masks_header(h.name) {
+                text.push_str(MASK);
+            } else {
+                text.push_str(&String::from_utf8_lossy(h.value));
+            }
+            text.push_str("\r\n");
+            if h.name.eq_ignore_ascii_case("content-length") {
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = String::from_utf8_lossy(h.value)
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+            } else if !response && h.name.eq_ignore_ascii_case("x-request-id") {
+                request_id = std::str::from_utf8(h.value).ok().map(Into::into);
+            }
+        }
+        let kind = if chunked {
+            Some(BodyKind::Chunked)
+        } else {
+            length.map(BodyKind::Length)
+        };
+        (kind, request_id)
+    }
+
+    /// A whole answer head: attach it to the oldest request waiting.
+    fn response_head(&mut self, head: &[u8]) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(_)) = resp.parse(head) else {
+            return self.stop("bad_response", "the app's answer is not HTTP/1");
+        };
+        let Some(code) = resp.code else {
+            return self.stop("bad_response", "the app's answer has no status");
+        };
+        let mut text = String::with_capacity(head.len());
+        text.push_str(&format!(
+            "HTTP/1.1 {code} {}\r\n",
+            resp.reason.unwrap_or("")
+        ));
+        let (kind, _) = self.headers_into(&mut text, resp.headers, true);
+        let Some(p) = self.pending.front_mut() else {
+            // An answer nobody asked for: not a stream we can follow.
+            self.off = true;
+            return;
+        };
+        p.bytes_out += head.len() as u64;
+        if (100..200).contains(&code) && code != 101 {
+            return; // An interim answer (100 Continue); the real one follows.
+        }
+        p.status = Some(code);
+        p.wait_us = Some(p.started.elapsed().as_micros() as u64);
+        p.response_head = Some(text.into());
+        if self.capture {
+            p.response_body = Some(Vec::new());
+        }
+        let leaves_http = code == 101 || (&*p.method == "CONNECT" && (200..300).contains(&code));
+        if leaves_http {
+            self.answered(None);
+            self.off = true;
+            return;
+        }
+        let no_body = &*p.method == "HEAD" || code == 204 || code == 304;
+        let kind = if no_body {
+            BodyKind::None
+        } else {
+            kind.unwrap_or(BodyKind::UntilClose)
+        };
+        let body = Body::new(kind);
+        if body.is_done() {
+            self.answered(None);
+        } else {
+            self.resp = Dir::Body(body);
+        }
+    }
+
+    /// The oldest request's answer is complete (or it failed): keep it.
+    fn answered(&mut self, failure: Option<Failure>) {
+        let Some(p) = self.pending.pop_front() else {
+            return;
+        };
+        let captured = |bytes: Option<Vec<u8>>, length: u64| {
+            bytes.map(|b| Captured {
+                bytes: b.into_boxed_slice(),
+                length,
+            })
+        };
+        self.inspector.record(Entry {
+            seq: 0,
+            at_ms: p.at_ms,
+            service: self.service.clone(),
+            request_id: p.request_id,
+            method: Some(p.method),
+            target: Some(p.target),
+            status: p.status,
+            duration_us: p.started.elapsed().as_micros() as u64,
+            wait_us: p.wait_us,
+            bytes_in: p.bytes_in,
+            bytes_out: p.bytes_out,
+            failure,
+            request_head: Some(p.request_head),
+            response_head: p.response_head,
+            request_body: captured(p.request_body, p.request_len),
+            response_body: captured(p.response_body, p.response_len),
+        });
+    }
+
+    /// Stop watching because the answer could not be followed; the request waiting for it is
+    /// kept with why.
+    fn stop(&mut self, code: &'static str, message: &str) {
+        self.answered(Some(Failure {
+            code,
+            who: "local_app",
+            message: message.into(),
+        }));
+        self.pending.clear();
+        self.off = true;
+    }
+}
+
+impl TapObserver for HttpWatch {
+    fn read(&mut self, bytes: &[u8]) {
+        if !self.off {
+            self.feed_request(bytes);
+        }
+    }
+
+    fn wrote(&mut self, bytes: &[u8]) {
+        if !self.off {
+            self.feed_response(bytes);
+        }
+    }
+
+    fn read_closed(&mut self) {
+        self.closer.get_or_insert(Closer::Gateway);
+    }
+
+    fn shutdown(&mut self) {
+        self.closer.get_or_insert(Closer::App);
+    }
+}
+
+impl Drop for HttpWatch {
+    /// The stream ended: an answer that runs until close is complete; any other request still
+    /// waiting failed, and who ended the stream first says who failed.
+    fn drop(&mut self) {
+        if matches!(&self.resp, Dir::Body(b) if b.until_close()) && self.closer == Some(Closer::App)
+        {
+            self.answered(None);
+        }
+        while !self.pending.is_empty() {
+            let answering = self.pending.front().is_some_and(|p| p.status.is_some());
+            let failure = match (self.closer, answering) {
+                (Some(Closer::App), false) => Failure {
+                    code: error_code::LOCAL_SERVICE_UNAVAILABLE,
+                    who: "local_app",
+                    message: "the app closed the connection without answering".into(),
+                },
+                (Some(Closer::App), true) => Failure {
+                    code: error_code::LOCAL_SERVICE_UNAVAILABLE,
+                    who: "local_app",
+                    message: "the app closed the connection in the middle of its answer".into(),
+                },
+                (Some(Closer::Gateway), _) => Failure {
+                    code: "cancelled",
+                    who: "gateway",
+                    message: "the gateway closed the stream before the answer was complete \
+                              (the caller left, or the gateway stopped waiting)"
+                        .into(),
+                },
+                (None, _) => Failure {
+                    code: "cancelled",
+                    who: "agent",
+                    message: "the stream was closed by the agent (the service changed, or the \
+                              tunnel ended)"
+                        .into(),
+                },
+            };
+            self.answered(Some(failure));
+        }
+    }
+}
+
+/// Feed `data` to `body`: how it went and how many bytes were the body's.
+fn feed_body(body: &mut Body, data: &[u8], content: impl FnMut(&[u8])) -> (Progress, usize) {
+    match body.feed(data, content) {
+        Progress::Done(n) => (Progress::Done(n), n),
+        Progress::More => (Progress::More, data.len()),
+        Progress::Broken => (Progress::Broken, data.len()),
+    }
+}
+
+/// Keep up to [`CAPTURE`] bytes.
+fn keep(into: &mut Vec<u8>, bytes: &[u8]) {
+    let room = CAPTURE.saturating_sub(into.len());
+    into.extend_from_slice(&bytes[..room.min(bytes.len())]);
+}
+
+/// Where collecting a head got to.
+enum HeadStep<'a> {
+    /// Not whole yet: the bytes so far, to carry to the next read.
+    Partial(Vec<u8>),
+    /// Too large, or nothing HTTP.
+    Off,
+    /// The whole head, and the bytes after it.
+    Whole {
+        head: std::borrow::Cow<'a, [u8]>,
+        rest: &'a [u8],
+    },
+}
+
+/// Collect a head from `buf` (carried over) and `data`; a head within one read is used in
+/// place, only a split one is copied.
+fn take_head(mut buf: Vec<u8>, mut data: &[u8]) -> HeadStep<'_> {
+    if buf.is_empty() {
+        // Blank lines between messages are tolerated, as hyper does.
+        let skip = data
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        data = &data[skip..];
+        if data.is_empty() {
+            return HeadStep::Partial(buf);
+        }
+        return match head_end(data) {
+            Some(end) => HeadStep::Whole {
+                head: std::borrow::Cow::Borrowed(&data[..end]),
+                rest: &data[end..],
+            },
+            None if data.len() > MAX_HEAD => HeadStep::Off,
+            None => HeadStep::Partial(data.to_vec()),
+        };
+    }
+    let before = buf.len();
+    buf.extend_from_slice(data);
+    let from = before.saturating_sub(3);
+    match head_end(&buf[from..]).map(|e| e + from) {
+        Some(end) => {
+            buf.truncate(end);
+            HeadStep::Whole {
+                head: std::borrow::Cow::Owned(buf),
+                rest: &data[end - before..],
+            }
+        }
+        None if buf.len() > MAX_HEAD => HeadStep::Off,
+        None => HeadStep::Partial(buf),
+    }
+}
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;
