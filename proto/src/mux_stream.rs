@@ -13,9 +13,13 @@ use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 
+use futures::io::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
+
+/// Smallest and largest part of a reader's buffer offered to one yamux read.
+const MIN_READ: usize = 2 * 1024;
+const MAX_READ: usize = 256 * 1024;
 
 /// The wakers of one connection's streams, woken all at once when its driver ends.
 #[derive(Debug, Default)]
@@ -43,8 +47,17 @@ impl StreamWakers {
 }
 
 /// A multiplexed stream, usable with tokio I/O.
+///
+/// yamux reads into initialised memory (`futures::io`), tokio readers hand out uninitialised
+/// buffers; `tokio_util`'s bridge zero-fills the whole free part of the reader's buffer on every
+/// read, and on every poll that finds nothing yet (hyper's buffer is 8 KiB and grows to 400 KiB:
+/// that memset was the gateway's largest cost per request). This stream offers only as much as
+/// the last read suggests it needs (2 KiB at least), doubling after a read that filled it, so a
+/// small message costs a small memset and a bulk transfer still reads big.
 pub struct MuxStream {
-    inner: Compat<yamux::Stream>,
+    inner: yamux::Stream,
+    /// How much of the reader's buffer the next read offers.
+    read_hint: usize,
     /// Cancelled when the connection's driver has ended.
     done: CancellationToken,
     /// Woken by the driver as it ends.
@@ -68,7 +81,8 @@ impl MuxStream {
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Self {
         Self {
-            inner: stream.compat(),
+            inner: stream,
+            read_hint: MIN_READ,
             done: done.clone(),
             waker: wakers.add(),
             _permit: permit,
@@ -96,9 +110,24 @@ impl AsyncRead for MuxStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+        if buf.remaining() == 0 {
+            // Nothing can be read into no room (yamux would wait for data it cannot hand over).
+            return Poll::Ready(Ok(()));
+        }
+        let offer = buf.remaining().min(self.read_hint);
+        let dst = buf.initialize_unfilled_to(offer);
+        match FuturesRead::poll_read(Pin::new(&mut self.inner), cx, dst) {
+            Poll::Ready(Ok(n)) => {
+                self.read_hint = if n == offer {
+                    (offer * 2).clamp(MIN_READ, MAX_READ)
+                } else {
+                    n.next_power_of_two().clamp(MIN_READ, MAX_READ)
+                };
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => self.pending_or_aborted(cx),
-            ready => ready,
         }
     }
 }
@@ -109,23 +138,63 @@ impl AsyncWrite for MuxStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, data) {
+        match FuturesWrite::poll_write(Pin::new(&mut self.inner), cx, data) {
             Poll::Pending => self.pending_or_aborted(cx),
             ready => ready,
         }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
+        match FuturesWrite::poll_flush(Pin::new(&mut self.inner), cx) {
             Poll::Pending => self.pending_or_aborted(cx),
             ready => ready,
         }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_shutdown(cx) {
+        match FuturesWrite::poll_close(Pin::new(&mut self.inner), cx) {
             Poll::Pending => self.pending_or_aborted(cx),
             ready => ready,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    use crate::mux::{spawn, Mode, Mux};
+
+    /// Every byte arrives in order whatever the reader offers: a zero-sized buffer (which must
+    /// not shrink later reads to nothing), tiny reads, and big ones that grow the offer.
+    #[tokio::test]
+    async fn reads_of_any_size_get_every_byte_and_a_full_buffer_never_looks_like_the_end() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (client, _) = spawn(a.compat(), Mode::Client);
+        let (_server, mut inbound) = spawn(b.compat(), Mode::Server);
+        let mut out = client.open().await.unwrap();
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            out.write_all(&sent).await.unwrap();
+            out.shutdown().await.unwrap();
+            out
+        });
+        let mut stream = inbound.recv().await.unwrap();
+        // A read with no room returns at once and leaves the stream readable.
+        let mut empty = [0u8; 0];
+        let mut rb = ReadBuf::new(&mut empty);
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_read(cx, &mut rb))
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 7];
+        stream.read_exact(&mut got).await.unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        got.extend_from_slice(&rest);
+        assert_eq!(got.len(), payload.len());
+        assert!(got == payload, "bytes arrive unchanged and in order");
+        let _ = writer.await.unwrap();
     }
 }

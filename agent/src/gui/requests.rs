@@ -67,9 +67,9 @@ impl Filter {
 fn text_matches(e: &Entry, q: &str) -> bool {
     let q = q.to_ascii_lowercase();
     let has = |s: Option<&str>| s.is_some_and(|s| s.to_ascii_lowercase().contains(&q));
-    has(e.method.as_deref())
-        || has(e.target.as_deref())
-        || has(e.request_id.as_deref())
+    has(e.method())
+        || has(e.target())
+        || has(e.request_id())
         || has(e.failure.as_ref().map(|f| f.code))
         || e.status.is_some_and(|s| s.to_string() == q)
 }
@@ -163,7 +163,7 @@ pub async fn replay(control: &Supervisor, seq: &str, ask: ReplayAsk) -> Resp {
     let Some(entry) = find(control, seq) else {
         return not_kept();
     };
-    let method = entry.method.as_deref().unwrap_or("");
+    let method = entry.method().unwrap_or("");
     if !safe_method(method) && !ask.confirm {
         return error(
             StatusCode::CONFLICT,

@@ -1,7 +1,8 @@
 //! One request as the inspector keeps it, and the two JSON shapes it is shown in: the summary
 //! of the list (and of `g2c-agent requests`) and the detail with headers and captured bodies.
-//! Heads are kept as the masked text they were rebuilt into (one small copy per head); they
-//! are parsed again only when someone opens the request.
+//! Heads are kept as the bytes that went by, copied once, with the values of masked headers
+//! and query parameters overwritten by `*` in the copy (so the secret is never kept; only its
+//! length shows); they are parsed again only when someone opens the request.
 
 use std::sync::Arc;
 
@@ -38,6 +39,21 @@ impl Captured {
     }
 }
 
+/// Where a field lies in the request head's text (kept once; the method, path and request id
+/// are read from it rather than copied again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    /// The span's text in `head`.
+    pub fn of<'a>(&self, head: &'a [u8]) -> Option<&'a str> {
+        std::str::from_utf8(head.get(self.start as usize..self.end as usize)?).ok()
+    }
+}
+
 /// One request through the tunnel (or one the agent refused).
 #[derive(Debug, Clone, Default)]
 pub struct Entry {
@@ -47,12 +63,14 @@ pub struct Entry {
     pub at_ms: u64,
     /// The local service it was for.
     pub service: Arc<str>,
-    /// The gateway's `X-Request-Id`.
-    pub request_id: Option<Box<str>>,
-    /// Method; `None` for a stream refused before the request was sent.
-    pub method: Option<Box<str>>,
-    /// Path and query, secrets in the query masked.
-    pub target: Option<Box<str>>,
+    /// The gateway's `X-Request-Id`, in the head, or given with a refusal.
+    pub request_id: Option<Span>,
+    /// The request id of a stream refused before any head was sent.
+    pub refused_id: Option<Box<str>>,
+    /// Method, in the head; `None` for a stream refused before the request was sent.
+    pub method: Option<Span>,
+    /// Path and query (secrets in the query masked), in the head.
+    pub target: Option<Span>,
     /// The app's status (or the one the caller got for a refusal).
     pub status: Option<u16>,
     /// From the request's head to the end of the answer, microseconds.
@@ -65,10 +83,10 @@ pub struct Entry {
     pub bytes_out: u64,
     /// Why it failed, if it did not end in an answer.
     pub failure: Option<Failure>,
-    /// The request head as masked text.
-    pub request_head: Option<Box<str>>,
-    /// The answer's head as masked text.
-    pub response_head: Option<Box<str>>,
+    /// The request head, masked.
+    pub request_head: Option<Box<[u8]>>,
+    /// The answer's head, masked.
+    pub response_head: Option<Box<[u8]>>,
     /// The request body's first bytes (capture on).
     pub request_body: Option<Captured>,
     /// The answer body's first bytes (capture on).
@@ -142,15 +160,34 @@ pub fn safe_method(method: &str) -> bool {
 }
 
 impl Entry {
+    fn in_head(&self, span: Option<Span>) -> Option<&str> {
+        span?.of(self.request_head.as_deref()?)
+    }
+
+    /// The method.
+    pub fn method(&self) -> Option<&str> {
+        self.in_head(self.method)
+    }
+
+    /// Path and query, masked.
+    pub fn target(&self) -> Option<&str> {
+        self.in_head(self.target)
+    }
+
+    /// The gateway's request id.
+    pub fn request_id(&self) -> Option<&str> {
+        self.in_head(self.request_id).or(self.refused_id.as_deref())
+    }
+
     /// The list's view.
     pub fn summary(&self) -> Summary<'_> {
         Summary {
             seq: self.seq,
             at_ms: self.at_ms,
             service: &self.service,
-            request_id: self.request_id.as_deref(),
-            method: self.method.as_deref(),
-            target: self.target.as_deref(),
+            request_id: self.request_id(),
+            method: self.method(),
+            target: self.target(),
             status: self.status,
             duration_us: self.duration_us,
             wait_us: self.wait_us,
@@ -174,7 +211,7 @@ impl Entry {
                 .as_deref()
                 .map(|h| message(h, self.response_body.as_ref())),
             replayable: self.replayable(),
-            confirm_replay: !self.method.as_deref().is_some_and(safe_method),
+            confirm_replay: !self.method().is_some_and(safe_method),
         }
     }
 
@@ -186,7 +223,7 @@ impl Entry {
         };
         match &self.request_body {
             Some(b) => b.complete(),
-            None => !declares_body(head),
+            None => !declares_body(&String::from_utf8_lossy(head)),
         }
     }
 }
@@ -203,9 +240,18 @@ fn declares_body(head: &str) -> bool {
     })
 }
 
+/// Whether a kept value was masked (overwritten with `*`).
+pub fn is_masked(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b == b'*')
+}
+
 /// Split a kept head into its start line and headers.
-pub fn split_head(head: &str) -> (String, Vec<HeaderLine>) {
-    let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+pub fn split_head(head: &[u8]) -> (String, Vec<HeaderLine>) {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty());
     let line = lines.next().unwrap_or_default().to_owned();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
@@ -217,7 +263,7 @@ pub fn split_head(head: &str) -> (String, Vec<HeaderLine>) {
     (line, headers)
 }
 
-fn message(head: &str, body: Option<&Captured>) -> Message {
+fn message(head: &[u8], body: Option<&Captured>) -> Message {
     let (line, headers) = split_head(head);
     Message {
         line,

@@ -1,10 +1,10 @@
 //! What the inspector masks before it keeps a head: credentials in headers and secrets in the
-//! query string. Masking happens as the head is copied, so the secret never sits in the
-//! agent's memory beyond the relay itself.
+//! query string. The values are overwritten with `*` in the head's one copy, so the secret
+//! never sits in the agent's memory beyond the relay itself (its length still shows).
 
 use crate::config::InspectorConfig;
 
-/// What a masked value is shown as.
+/// What a masked value is shown as where its length is not kept (a replayed answer's headers).
 pub const MASK: &str = "***";
 
 /// Headers always masked.
@@ -81,28 +81,36 @@ impl Settings {
         self.query.iter().any(|q| q.eq_ignore_ascii_case(name))
     }
 
-    /// `target` (path and query) with the values of masked parameters replaced.
-    pub fn mask_target(&self, target: &str) -> String {
-        let Some((path, query)) = target.split_once('?') else {
-            return target.to_owned();
+    /// Overwrite, in `target` (path and query, as copied), the values of masked query
+    /// parameters with `*`.
+    pub fn mask_query_in_place(&self, target: &mut [u8]) {
+        let Some(q) = target.iter().position(|b| *b == b'?') else {
+            return;
         };
-        let mut out = String::with_capacity(target.len());
-        out.push_str(path);
-        out.push('?');
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            match pair.split_once('=') {
-                Some((k, _)) if self.masks_param(&decoded(k)) => {
-                    out.push_str(k);
-                    out.push('=');
-                    out.push_str(MASK);
+        let mut start = q + 1;
+        while start <= target.len() {
+            let end = target[start..]
+                .iter()
+                .position(|b| *b == b'&')
+                .map_or(target.len(), |p| start + p);
+            if let Some(eq) = target[start..end].iter().position(|b| *b == b'=') {
+                let name = std::str::from_utf8(&target[start..start + eq]).unwrap_or("");
+                if self.masks_param_raw(name) {
+                    target[start + eq + 1..end].fill(b'*');
                 }
-                _ => out.push_str(pair),
             }
+            start = end + 1;
         }
-        out
+    }
+
+    /// Whether a raw (maybe percent-encoded) parameter name is masked; names without escapes
+    /// are compared as they are, without decoding.
+    fn masks_param_raw(&self, raw: &str) -> bool {
+        if raw.bytes().any(|b| b == b'%' || b == b'+') {
+            self.masks_param(&decoded(raw))
+        } else {
+            self.masks_param(raw)
+        }
     }
 }
 
@@ -125,11 +133,17 @@ mod tests {
             mask_headers: vec!["X-Private".into()],
             ..Default::default()
         });
+        let masked = |t: &str| {
+            let mut b = t.as_bytes().to_vec();
+            s.mask_query_in_place(&mut b);
+            String::from_utf8(b).unwrap()
+        };
         assert_eq!(
-            s.mask_target("/a/b?x=1&token=abc&%74oken=def&tenant=t9&flag&KEY=k"),
-            "/a/b?x=1&token=***&%74oken=***&tenant=***&flag&KEY=***"
+            masked("/a/b?x=1&token=abc&%74oken=def&tenant=t9&flag&KEY=k&&=v&token="),
+            "/a/b?x=1&token=***&%74oken=***&tenant=**&flag&KEY=*&&=v&token="
         );
-        assert_eq!(s.mask_target("/plain"), "/plain");
+        assert_eq!(masked("/plain"), "/plain");
+        assert_eq!(masked("/q?"), "/q?");
         assert!(s.masks_header("AUTHORIZATION") && s.masks_header("x-private"));
         assert!(!s.masks_header("content-type"));
     }

@@ -12,6 +12,7 @@ pub mod series;
 pub mod watch;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,8 @@ use series::{Series, SeriesView};
 /// The agent's recent requests and traffic series, shared by every stream and the local API.
 #[derive(Debug)]
 pub struct Inspector {
+    /// How many entries are kept (read on every record, so not behind the settings lock).
+    keep: AtomicUsize,
     ring: Mutex<Ring>,
     series: Mutex<Series>,
     settings: RwLock<Arc<Settings>>,
@@ -40,6 +43,7 @@ struct Ring {
 impl Default for Inspector {
     fn default() -> Self {
         Self {
+            keep: AtomicUsize::new(Settings::default().keep),
             ring: Mutex::default(),
             series: Mutex::default(),
             settings: RwLock::default(),
@@ -64,6 +68,7 @@ impl Inspector {
     pub fn configure(&self, config: &crate::config::InspectorConfig) {
         let settings = Arc::new(Settings::from_config(config));
         let keep = settings.keep;
+        self.keep.store(keep, Ordering::Relaxed);
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
         let mut ring = lock(&self.ring);
         while ring.entries.len() > keep {
@@ -81,7 +86,7 @@ impl Inspector {
 
     /// Keep `entry` (numbering it) and count it into the series.
     pub fn record(&self, mut entry: Entry) {
-        let keep = self.settings().keep;
+        let keep = self.keep.load(Ordering::Relaxed);
         let error = entry.failure.is_some() || entry.status.is_some_and(|s| s >= 500);
         lock(&self.series).add(
             &entry.service,
@@ -121,7 +126,7 @@ impl Inspector {
         self.record(Entry {
             at_ms: now_ms(),
             service: service.into(),
-            request_id: (!request_id.is_empty()).then(|| request_id.into()),
+            refused_id: (!request_id.is_empty()).then(|| request_id.into()),
             status: Some(status),
             failure: Some(Failure { code, who, message }),
             ..Entry::default()
@@ -240,6 +245,6 @@ mod tests {
         assert_eq!(e.status, Some(502));
         let f = e.failure.as_ref().unwrap();
         assert_eq!((f.code, f.who), ("local_service_unavailable", "local_app"));
-        assert_eq!(e.request_id.as_deref(), Some("rid-1"));
+        assert_eq!(e.request_id(), Some("rid-1"));
     }
 }

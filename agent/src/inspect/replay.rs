@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use super::entry::{split_head, BodyView, Entry, HeaderLine, CAPTURE};
+use super::entry::{is_masked, split_head, BodyView, Entry, HeaderLine, CAPTURE};
 use super::mask::{Settings, MASK};
 use crate::config::ServiceConfig;
 use crate::origin_tls::OriginTls;
@@ -139,7 +139,7 @@ fn rebuild(entry: &Entry) -> Result<(Request<Full<Bytes>>, Vec<String>), ReplayE
     let mut req = Request::builder().method(method).uri(target);
     for h in headers {
         let lower = h.name.to_ascii_lowercase();
-        if h.value == MASK {
+        if is_masked(&h.value) {
             sent_without.push(h.name);
             continue;
         }
@@ -168,7 +168,7 @@ fn unmasked_target(target: &str, left_out: &mut Vec<String>) -> String {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| match pair.split_once('=') {
-            Some((k, v)) if v == MASK => {
+            Some((k, v)) if is_masked(v) => {
                 left_out.push(format!("?{k}"));
                 false
             }

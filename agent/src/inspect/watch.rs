@@ -1,8 +1,8 @@
 //! The inspector's eyes on one tunnel stream of an HTTP service. The gateway always speaks
 //! HTTP/1.1 on the stream (whatever the agent then speaks to the app), so one observer on the
 //! stream sees every request as it is read and every answer as it is written, in order. It
-//! follows the framing (`g2c_proto::http1`) to find each next head, copies each head once with
-//! its credentials masked, keeps the first KiB of bodies when the service captures them, and
+//! follows the framing (`g2c_proto::http1`) to find each next head, copies each head once and
+//! overwrites the credentials in the copy, keeps the first KiB of bodies when the service captures them, and
 //! records the request when its answer has been written. It never changes a byte; on anything
 //! it cannot follow (not HTTP, a head past 96 KiB, an upgrade) it stops watching the stream.
 
@@ -14,8 +14,8 @@ use g2c_proto::error_code;
 use g2c_proto::http1::{head_end, Body, BodyKind, Progress, MAX_HEAD};
 use g2c_proto::tap::TapObserver;
 
-use super::entry::{Captured, Entry, Failure, CAPTURE};
-use super::mask::{Settings, MASK};
+use super::entry::{Captured, Entry, Failure, Span, CAPTURE};
+use super::mask::Settings;
 use super::{now_ms, Inspector};
 
 /// Most headers a head may have to be followed.
@@ -43,20 +43,31 @@ enum Closer {
 #[derive(Debug)]
 struct Pending {
     started: Instant,
-    at_ms: u64,
-    method: Box<str>,
-    target: Box<str>,
-    request_id: Option<Box<str>>,
-    request_head: Box<str>,
+    /// The head as copied (masked), with where its method, target and request id lie.
+    request_head: Vec<u8>,
+    method: Span,
+    target: Span,
+    request_id: Option<Span>,
     bytes_in: u64,
     bytes_out: u64,
     request_body: Option<Vec<u8>>,
     request_len: u64,
     status: Option<u16>,
     wait_us: Option<u64>,
-    response_head: Option<Box<str>>,
+    response_head: Option<Box<[u8]>>,
     response_body: Option<Vec<u8>>,
     response_len: u64,
+}
+
+/// What reading a head came to.
+enum Parsed {
+    /// A whole head of this many bytes, followed by a body of this kind (`None`: the head
+    /// was an interim answer, or one the watch has already dealt with).
+    Head(usize, Option<BodyKind>),
+    /// More bytes are needed.
+    Partial,
+    /// Not HTTP/1 (or an answer the watch cannot follow): stop watching.
+    Bad,
 }
 
 /// The observer on one stream.
@@ -71,6 +82,8 @@ pub struct HttpWatch {
     pending: VecDeque<Pending>,
     closer: Option<Closer>,
     off: bool,
+    /// The wall clock at `base`: request times are read from the monotonic clock only.
+    base: (Instant, u64),
 }
 
 impl HttpWatch {
@@ -87,24 +100,22 @@ impl HttpWatch {
             resp: Dir::Head(Vec::new()),
             pending: VecDeque::new(),
             closer: None,
+            base: (Instant::now(), now_ms()),
         }
     }
 
     fn feed_request(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.off {
             match std::mem::replace(&mut self.req, Dir::Head(Vec::new())) {
-                Dir::Head(buf) => match take_head(buf, data) {
+                Dir::Head(buf) => match take_head(buf, data, |h| self.request_head(h)) {
                     HeadStep::Partial(buf) => {
                         self.req = Dir::Head(buf);
                         return;
                     }
                     HeadStep::Off => self.off = true,
-                    HeadStep::Whole { head, rest } => {
+                    HeadStep::Whole { kind, rest } => {
                         data = rest;
-                        match self.request_head(&head) {
-                            Some(kind) => self.req = Dir::Body(Body::new(kind)),
-                            None => self.off = true,
-                        }
+                        self.req = Dir::Body(Body::new(kind.unwrap_or(BodyKind::None)));
                     }
                 },
                 Dir::Body(mut body) => {
@@ -135,15 +146,23 @@ impl HttpWatch {
     fn feed_response(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.off {
             match std::mem::replace(&mut self.resp, Dir::Head(Vec::new())) {
-                Dir::Head(buf) => match take_head(buf, data) {
+                Dir::Head(buf) => match take_head(buf, data, |h| self.response_head(h)) {
                     HeadStep::Partial(buf) => {
                         self.resp = Dir::Head(buf);
                         return;
                     }
-                    HeadStep::Off => self.stop("bad_response", "the app's answer is not HTTP/1"),
-                    HeadStep::Whole { head, rest } => {
+                    HeadStep::Off => {
+                        if !self.off {
+                            self.stop("bad_response", "the app's answer is not HTTP/1");
+                        }
+                    }
+                    HeadStep::Whole { kind, rest } => {
                         data = rest;
-                        self.response_head(&head);
+                        match kind.map(Body::new) {
+                            Some(body) if body.is_done() => self.answered(None),
+                            Some(body) => self.resp = Dir::Body(body),
+                            None => {}
+                        }
                     }
                 },
                 Dir::Body(mut body) => {
@@ -173,33 +192,37 @@ impl HttpWatch {
         }
     }
 
-    /// A whole request head: note the request, and say how its body is framed.
-    fn request_head(&mut self, head: &[u8]) -> Option<BodyKind> {
+    /// Read a request head from `head`: when whole, note the request and say how its body
+    /// is framed.
+    fn request_head(&mut self, head: &[u8]) -> Parsed {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-            return None;
-        }
-        let (method, path) = (req.method?, req.path?);
-        let target = self.settings.mask_target(path);
-        let mut text = String::with_capacity(head.len());
-        text.push_str(method);
-        text.push(' ');
-        text.push_str(&target);
-        text.push_str(if req.version == Some(0) {
-            " HTTP/1.0\r\n"
-        } else {
-            " HTTP/1.1\r\n"
-        });
-        let (kind, request_id) = self.headers_into(&mut text, req.headers, false);
+        let len = match req.parse(head) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Bad,
+        };
+        let (Some(method), Some(path)) = (req.method, req.path) else {
+            return Parsed::Bad;
+        };
+        // The one copy; masked values are overwritten in it.
+        let mut text = head[..len].to_vec();
+        let Some(target) = within(head, path.as_bytes()) else {
+            return Parsed::Bad;
+        };
+        self.settings
+            .mask_query_in_place(&mut text[target.start as usize..target.end as usize]);
+        let Some((kind, request_id)) = self.scan_headers(head, &mut text, req.headers, false)
+        else {
+            return Parsed::Bad;
+        };
         self.pending.push_back(Pending {
             started: Instant::now(),
-            at_ms: now_ms(),
-            method: method.into(),
-            target: target.into(),
+            request_head: text,
+            method: span(0, method.len()),
+            target,
             request_id,
-            request_head: text.into(),
-            bytes_in: head.len() as u64,
+            bytes_in: len as u64,
             bytes_out: 0,
             request_body: self.capture.then(Vec::new),
             request_len: 0,
@@ -209,37 +232,37 @@ impl HttpWatch {
             response_body: None,
             response_len: 0,
         });
-        Some(kind.unwrap_or(BodyKind::None))
+        Parsed::Head(len, Some(kind.unwrap_or(BodyKind::None)))
     }
 
-    /// Write `headers` into `text` (masked), and find the body's framing and the request id.
-    fn headers_into(
+    /// Mask the values of masked headers in `text` (the copy of `head`), and find the body's
+    /// framing and the request id. `None` if a header does not lie within the head (never,
+    /// with httparse; then nothing is kept rather than a secret).
+    fn scan_headers(
         &self,
-        text: &mut String,
+        head: &[u8],
+        text: &mut [u8],
         headers: &[httparse::Header<'_>],
         response: bool,
-    ) -> (Option<BodyKind>, Option<Box<str>>) {
+    ) -> Option<(Option<BodyKind>, Option<Span>)> {
         let (mut length, mut chunked, mut request_id) = (None, false, None);
         for h in headers {
-            text.push_str(h.name);
-            text.push_str(": ");
-            if self.settings.masks_header(h.name) {
-                text.push_str(MASK);
-            } else {
-                text.push_str(&String::from_utf8_lossy(h.value));
-            }
-            text.push_str("\r\n");
-            if h.name.eq_ignore_ascii_case("content-length") {
+            let name = h.name;
+            if self.settings.masks_header(name) {
+                let v = within(head, h.value)?;
+                text[v.start as usize..v.end as usize].fill(b'*');
+            } else if name.eq_ignore_ascii_case("content-length") {
                 length = std::str::from_utf8(h.value)
                     .ok()
                     .and_then(|v| v.trim().parse::<u64>().ok());
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = String::from_utf8_lossy(h.value)
-                    .rsplit(',')
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = h
+                    .value
+                    .rsplit(|b| *b == b',')
                     .next()
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-            } else if !response && h.name.eq_ignore_ascii_case("x-request-id") {
-                request_id = std::str::from_utf8(h.value).ok().map(Into::into);
+                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if !response && name.eq_ignore_ascii_case("x-request-id") {
+                request_id = within(head, h.value);
             }
         }
         let kind = if chunked {
@@ -247,58 +270,57 @@ impl HttpWatch {
         } else {
             length.map(BodyKind::Length)
         };
-        (kind, request_id)
+        Some((kind, request_id))
     }
 
-    /// A whole answer head: attach it to the oldest request waiting.
-    fn response_head(&mut self, head: &[u8]) {
+    /// Read an answer head from `head`: when whole, attach it to the oldest request waiting
+    /// and say how its body is framed (`None` when there is none: it is then answered).
+    fn response_head(&mut self, head: &[u8]) -> Parsed {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(_)) = resp.parse(head) else {
-            return self.stop("bad_response", "the app's answer is not HTTP/1");
+        let len = match resp.parse(head) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Bad,
         };
         let Some(code) = resp.code else {
-            return self.stop("bad_response", "the app's answer has no status");
+            return Parsed::Bad;
         };
-        let mut text = String::with_capacity(head.len());
-        text.push_str(&format!(
-            "HTTP/1.1 {code} {}\r\n",
-            resp.reason.unwrap_or("")
-        ));
-        let (kind, _) = self.headers_into(&mut text, resp.headers, true);
+        let capture = self.capture;
+        let mut text = head[..len].to_vec();
+        let Some((kind, _)) = self.scan_headers(head, &mut text, resp.headers, true) else {
+            return Parsed::Bad;
+        };
         let Some(p) = self.pending.front_mut() else {
             // An answer nobody asked for: not a stream we can follow.
             self.off = true;
-            return;
+            return Parsed::Bad;
         };
-        p.bytes_out += head.len() as u64;
+        p.bytes_out += len as u64;
         if (100..200).contains(&code) && code != 101 {
-            return; // An interim answer (100 Continue); the real one follows.
+            // An interim answer (100 Continue); the real one follows.
+            return Parsed::Head(len, None);
         }
         p.status = Some(code);
         p.wait_us = Some(p.started.elapsed().as_micros() as u64);
-        p.response_head = Some(text.into());
-        if self.capture {
+        p.response_head = Some(text.into_boxed_slice());
+        if capture {
             p.response_body = Some(Vec::new());
         }
-        let leaves_http = code == 101 || (&*p.method == "CONNECT" && (200..300).contains(&code));
+        let leaves_http = code == 101
+            || (p.method.of(&p.request_head) == Some("CONNECT") && (200..300).contains(&code));
         if leaves_http {
             self.answered(None);
             self.off = true;
-            return;
+            return Parsed::Head(len, None);
         }
-        let no_body = &*p.method == "HEAD" || code == 204 || code == 304;
+        let no_body = p.method.of(&p.request_head) == Some("HEAD") || code == 204 || code == 304;
         let kind = if no_body {
             BodyKind::None
         } else {
             kind.unwrap_or(BodyKind::UntilClose)
         };
-        let body = Body::new(kind);
-        if body.is_done() {
-            self.answered(None);
-        } else {
-            self.resp = Dir::Body(body);
-        }
+        Parsed::Head(len, Some(kind))
     }
 
     /// The oldest request's answer is complete (or it failed): keep it.
@@ -312,11 +334,13 @@ impl HttpWatch {
                 length,
             })
         };
+        let at = p.started.saturating_duration_since(self.base.0).as_millis() as u64;
         self.inspector.record(Entry {
             seq: 0,
-            at_ms: p.at_ms,
+            at_ms: self.base.1 + at,
             service: self.service.clone(),
             request_id: p.request_id,
+            refused_id: None,
             method: Some(p.method),
             target: Some(p.target),
             status: p.status,
@@ -325,7 +349,7 @@ impl HttpWatch {
             bytes_in: p.bytes_in,
             bytes_out: p.bytes_out,
             failure,
-            request_head: Some(p.request_head),
+            request_head: Some(p.request_head.into_boxed_slice()),
             response_head: p.response_head,
             request_body: captured(p.request_body, p.request_len),
             response_body: captured(p.response_body, p.response_len),
@@ -423,22 +447,43 @@ fn keep(into: &mut Vec<u8>, bytes: &[u8]) {
     into.extend_from_slice(&bytes[..room.min(bytes.len())]);
 }
 
+/// Where `part` (a slice httparse took from `whole`) lies in `whole`.
+fn within(whole: &[u8], part: &[u8]) -> Option<Span> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start + part.len();
+    (end <= whole.len()).then(|| span(start, end))
+}
+
+/// A span of `text` from `start` to `end`.
+fn span(start: usize, end: usize) -> Span {
+    Span {
+        start: start as u32,
+        end: end as u32,
+    }
+}
+
 /// Where collecting a head got to.
 enum HeadStep<'a> {
     /// Not whole yet: the bytes so far, to carry to the next read.
     Partial(Vec<u8>),
     /// Too large, or nothing HTTP.
     Off,
-    /// The whole head, and the bytes after it.
+    /// The whole head was read; its body's kind (see [`Parsed::Head`]), and the bytes after.
     Whole {
-        head: std::borrow::Cow<'a, [u8]>,
+        kind: Option<BodyKind>,
         rest: &'a [u8],
     },
 }
 
-/// Collect a head from `buf` (carried over) and `data`; a head within one read is used in
-/// place, only a split one is copied.
-fn take_head(mut buf: Vec<u8>, mut data: &[u8]) -> HeadStep<'_> {
+/// Collect a head from `buf` (carried over) and `data`, and have `read` read it. The common
+/// case, a whole head within one read, is parsed once in place; a head split across reads is
+/// copied, and its end found by a linear scan before it is parsed, so a head fed a byte at a
+/// time still costs linear time.
+fn take_head<'a>(
+    mut buf: Vec<u8>,
+    mut data: &'a [u8],
+    mut read: impl FnMut(&[u8]) -> Parsed,
+) -> HeadStep<'a> {
     if buf.is_empty() {
         // Blank lines between messages are tolerated, as hyper does.
         let skip = data
@@ -449,26 +494,26 @@ fn take_head(mut buf: Vec<u8>, mut data: &[u8]) -> HeadStep<'_> {
         if data.is_empty() {
             return HeadStep::Partial(buf);
         }
-        return match head_end(data) {
-            Some(end) => HeadStep::Whole {
-                head: std::borrow::Cow::Borrowed(&data[..end]),
-                rest: &data[end..],
+        return match read(data) {
+            Parsed::Head(n, kind) => HeadStep::Whole {
+                kind,
+                rest: &data[n..],
             },
-            None if data.len() > MAX_HEAD => HeadStep::Off,
-            None => HeadStep::Partial(data.to_vec()),
+            Parsed::Partial if data.len() <= MAX_HEAD => HeadStep::Partial(data.to_vec()),
+            Parsed::Partial | Parsed::Bad => HeadStep::Off,
         };
     }
     let before = buf.len();
     buf.extend_from_slice(data);
     let from = before.saturating_sub(3);
     match head_end(&buf[from..]).map(|e| e + from) {
-        Some(end) => {
-            buf.truncate(end);
-            HeadStep::Whole {
-                head: std::borrow::Cow::Owned(buf),
+        Some(end) => match read(&buf[..end]) {
+            Parsed::Head(n, kind) if n == end => HeadStep::Whole {
+                kind,
                 rest: &data[end - before..],
-            }
-        }
+            },
+            _ => HeadStep::Off,
+        },
         None if buf.len() > MAX_HEAD => HeadStep::Off,
         None => HeadStep::Partial(buf),
     }
