@@ -155,6 +155,20 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
             return;
         }
     };
+    serve_local(stream, local, &header, live, status, watch).await;
+}
+
+/// The rest of a stream once its service's address answered: splice plain HTTP or TCP, or
+/// shake hands with an HTTPS origin first (refused as `local_tls` if that fails).
+async fn serve_local(
+    mut stream: MuxStream,
+    local: QuickAck,
+    header: &StreamHeader,
+    live: &LiveService,
+    status: &Status,
+    watch: Option<HttpWatch>,
+) {
+    let service = &live.config;
     let Some(tls) = &live.tls else {
         if ack_data_stream(&mut stream).await.is_ok() {
             let stream = Tap::new(stream, watch);
@@ -167,7 +181,8 @@ pub async fn serve_stream(mut stream: MuxStream, services: Arc<ServiceMap>, stat
         Err(message) => {
             tracing::warn!(service = %service.name, local = %service.local, error = %message, "local HTTPS origin refused: TLS");
             let message = format!("{} ({}): {message}", service.name, service.local);
-            refuse(stream, status, &header, AckCode::LocalTls, message, http).await;
+            let http = watch.is_some();
+            refuse(stream, status, header, AckCode::LocalTls, message, http).await;
             return;
         }
     };

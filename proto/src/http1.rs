@@ -145,6 +145,19 @@ fn step(state: State, data: &[u8], content: &mut impl FnMut(&[u8])) -> (State, u
                 take,
             )
         }
+        State::ChunkEnd | State::ChunkSize(_) | State::Trailers(_) => chunk_lines(state, data),
+        State::UntilClose => {
+            content(data);
+            (State::UntilClose, data.len())
+        }
+        done @ (State::Done | State::Broken) => (done, 0),
+    }
+}
+
+/// The line-shaped states of a chunked body: the CRLF after a chunk's data, a chunk-size line,
+/// a trailer line.
+fn chunk_lines(state: State, data: &[u8]) -> (State, usize) {
+    match state {
         State::ChunkEnd => match data.iter().position(|b| *b == b'\n') {
             Some(nl) if data[..nl].iter().all(|b| *b == b'\r') && nl <= 1 => {
                 (State::ChunkSize(Vec::new()), nl + 1)
@@ -176,11 +189,7 @@ fn step(state: State, data: &[u8], content: &mut impl FnMut(&[u8])) -> (State, u
             }
         })
         .unwrap_or((State::Broken, 0)),
-        State::UntilClose => {
-            content(data);
-            (State::UntilClose, data.len())
-        }
-        done @ (State::Done | State::Broken) => (done, 0),
+        other => (other, 0),
     }
 }
 

@@ -106,7 +106,18 @@ pub async fn run(
     }
     out.flush()?;
     let path = format!("/v1/requests/stream?after={}{service}", list.latest);
-    let mut events = get(addr, secret, &path).await?.into_body();
+    follow(addr, secret, &path, ask.json, out).await
+}
+
+/// Print each `request` event of the stream at `path` as it comes, until it ends.
+async fn follow(
+    addr: SocketAddr,
+    secret: &str,
+    path: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), RequestsError> {
+    let mut events = get(addr, secret, path).await?.into_body();
     let mut buf = BytesMut::new();
     while let Some(frame) = events.frame().await {
         let frame = frame.map_err(|e| RequestsError::Protocol(e.to_string()))?;
@@ -117,7 +128,7 @@ pub async fn run(
         while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
             let event = buf.split_to(end + 2).freeze();
             if let Some(row) = event_data(&event) {
-                print_row(out, &row, ask.json)?;
+                print_row(out, &row, json)?;
                 out.flush()?;
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod entry;
+mod head;
 pub mod mask;
 pub mod replay;
 pub mod series;

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use g2c_proto::error_code;
-use g2c_proto::http1::{head_end, Body, BodyKind, Progress, MAX_HEAD};
+use g2c_proto::http1::{Body, BodyKind, Progress};
 use g2c_proto::tap::TapObserver;
 
 use super::entry::{Captured, Entry, Failure, Span, CAPTURE};
+use super::head::{span, take_head, within, HeadStep, Parsed};
 use super::mask::Settings;
 use super::{now_ms, Inspector};
 
@@ -57,17 +58,6 @@ struct Pending {
     response_head: Option<Box<[u8]>>,
     response_body: Option<Vec<u8>>,
     response_len: u64,
-}
-
-/// What reading a head came to.
-enum Parsed {
-    /// A whole head of this many bytes, followed by a body of this kind (`None`: the head
-    /// was an interim answer, or one the watch has already dealt with).
-    Head(usize, Option<BodyKind>),
-    /// More bytes are needed.
-    Partial,
-    /// Not HTTP/1 (or an answer the watch cannot follow): stop watching.
-    Bad,
 }
 
 /// The observer on one stream.
@@ -401,34 +391,38 @@ impl Drop for HttpWatch {
         }
         while !self.pending.is_empty() {
             let answering = self.pending.front().is_some_and(|p| p.status.is_some());
-            let failure = match (self.closer, answering) {
-                (Some(Closer::App), false) => Failure {
-                    code: error_code::LOCAL_SERVICE_UNAVAILABLE,
-                    who: "local_app",
-                    message: "the app closed the connection without answering".into(),
-                },
-                (Some(Closer::App), true) => Failure {
-                    code: error_code::LOCAL_SERVICE_UNAVAILABLE,
-                    who: "local_app",
-                    message: "the app closed the connection in the middle of its answer".into(),
-                },
-                (Some(Closer::Gateway), _) => Failure {
-                    code: "cancelled",
-                    who: "gateway",
-                    message: "the gateway closed the stream before the answer was complete \
-                              (the caller left, or the gateway stopped waiting)"
-                        .into(),
-                },
-                (None, _) => Failure {
-                    code: "cancelled",
-                    who: "agent",
-                    message: "the stream was closed by the agent (the service changed, or the \
-                              tunnel ended)"
-                        .into(),
-                },
-            };
-            self.answered(Some(failure));
+            self.answered(Some(unfinished(self.closer, answering)));
         }
+    }
+}
+
+/// Why a request still waiting when its stream ended failed, by who ended it first.
+fn unfinished(closer: Option<Closer>, answering: bool) -> Failure {
+    match (closer, answering) {
+        (Some(Closer::App), false) => Failure {
+            code: error_code::LOCAL_SERVICE_UNAVAILABLE,
+            who: "local_app",
+            message: "the app closed the connection without answering".into(),
+        },
+        (Some(Closer::App), true) => Failure {
+            code: error_code::LOCAL_SERVICE_UNAVAILABLE,
+            who: "local_app",
+            message: "the app closed the connection in the middle of its answer".into(),
+        },
+        (Some(Closer::Gateway), _) => Failure {
+            code: "cancelled",
+            who: "gateway",
+            message: "the gateway closed the stream before the answer was complete \
+                              (the caller left, or the gateway stopped waiting)"
+                .into(),
+        },
+        (None, _) => Failure {
+            code: "cancelled",
+            who: "agent",
+            message: "the stream was closed by the agent (the service changed, or the \
+                              tunnel ended)"
+                .into(),
+        },
     }
 }
 
@@ -445,78 +439,6 @@ fn feed_body(body: &mut Body, data: &[u8], content: impl FnMut(&[u8])) -> (Progr
 fn keep(into: &mut Vec<u8>, bytes: &[u8]) {
     let room = CAPTURE.saturating_sub(into.len());
     into.extend_from_slice(&bytes[..room.min(bytes.len())]);
-}
-
-/// Where `part` (a slice httparse took from `whole`) lies in `whole`.
-fn within(whole: &[u8], part: &[u8]) -> Option<Span> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start + part.len();
-    (end <= whole.len()).then(|| span(start, end))
-}
-
-/// A span of `text` from `start` to `end`.
-fn span(start: usize, end: usize) -> Span {
-    Span {
-        start: start as u32,
-        end: end as u32,
-    }
-}
-
-/// Where collecting a head got to.
-enum HeadStep<'a> {
-    /// Not whole yet: the bytes so far, to carry to the next read.
-    Partial(Vec<u8>),
-    /// Too large, or nothing HTTP.
-    Off,
-    /// The whole head was read; its body's kind (see [`Parsed::Head`]), and the bytes after.
-    Whole {
-        kind: Option<BodyKind>,
-        rest: &'a [u8],
-    },
-}
-
-/// Collect a head from `buf` (carried over) and `data`, and have `read` read it. The common
-/// case, a whole head within one read, is parsed once in place; a head split across reads is
-/// copied, and its end found by a linear scan before it is parsed, so a head fed a byte at a
-/// time still costs linear time.
-fn take_head<'a>(
-    mut buf: Vec<u8>,
-    mut data: &'a [u8],
-    mut read: impl FnMut(&[u8]) -> Parsed,
-) -> HeadStep<'a> {
-    if buf.is_empty() {
-        // Blank lines between messages are tolerated, as hyper does.
-        let skip = data
-            .iter()
-            .take_while(|b| **b == b'\r' || **b == b'\n')
-            .count();
-        data = &data[skip..];
-        if data.is_empty() {
-            return HeadStep::Partial(buf);
-        }
-        return match read(data) {
-            Parsed::Head(n, kind) => HeadStep::Whole {
-                kind,
-                rest: &data[n..],
-            },
-            Parsed::Partial if data.len() <= MAX_HEAD => HeadStep::Partial(data.to_vec()),
-            Parsed::Partial | Parsed::Bad => HeadStep::Off,
-        };
-    }
-    let before = buf.len();
-    buf.extend_from_slice(data);
-    let from = before.saturating_sub(3);
-    match head_end(&buf[from..]).map(|e| e + from) {
-        Some(end) => match read(&buf[..end]) {
-            Parsed::Head(n, kind) if n == end => HeadStep::Whole {
-                kind,
-                rest: &data[end - before..],
-            },
-            _ => HeadStep::Off,
-        },
-        None if buf.len() > MAX_HEAD => HeadStep::Off,
-        None => HeadStep::Partial(buf),
-    }
 }
 
 #[cfg(test)]

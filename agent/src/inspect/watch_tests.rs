@@ -1,6 +1,7 @@
 //! The watch fed real HTTP/1.1 byte streams, split at every point, and the ways a stream ends.
 
 use super::*;
+use g2c_proto::http1::MAX_HEAD;
 
 fn inspector() -> Arc<Inspector> {
     Arc::new(Inspector::default())
@@ -178,4 +179,21 @@ fn an_inspector_turned_off_records_nothing() {
     w.read(REQ);
     w.wrote(RESP);
     assert!(all(&i).is_empty());
+}
+
+/// Not a test: how long the watch takes per request, for `cargo test --release -- --ignored
+/// --nocapture watch_cost` (speed is measured, never asserted).
+#[test]
+#[ignore]
+fn watch_cost() {
+    let i = inspector();
+    let mut w = HttpWatch::new(i.clone(), "web", false);
+    let n = 200_000;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        w.read(REQ);
+        w.wrote(RESP);
+    }
+    let per = started.elapsed() / n;
+    println!("{per:?} per request ({} kept)", i.len());
 }
