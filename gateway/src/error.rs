@@ -416,3 +416,32 @@ pub fn error_response(
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the agent's inspector shows for a refused stream is what the caller got.
+    #[test]
+    fn every_refusal_answers_what_the_protocol_says_it_does() {
+        for code in [
+            AckCode::UnknownService,
+            AckCode::ConnectFailed,
+            AckCode::ConnectTimeout,
+            AckCode::UnsupportedVersion,
+            AckCode::Overloaded,
+            AckCode::LocalTls,
+        ] {
+            let refused = OpenError::Refused {
+                code,
+                message: "m".into(),
+            };
+            let e = RequestError::from_open(refused, "reg", "web");
+            assert_eq!(
+                (e.code(), e.status().as_u16()),
+                code.caller_error(),
+                "{code:?}"
+            );
+        }
+    }
+}

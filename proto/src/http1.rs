@@ -6,6 +6,19 @@
 
 /// Largest head a watcher buffers (hyper refuses larger ones with 431 anyway).
 pub const MAX_HEAD: usize = 96 * 1024;
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1, and the proxy
+/// ones of RFC 2616): never passed on by a proxy, never replayed.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
 /// Longest chunk-size line a watcher buffers.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -29,6 +42,72 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
 pub fn chunk_size(line: &[u8]) -> Option<u64> {
     let size = line.split(|b| *b == b';').next().unwrap_or_default();
     u64::from_str_radix(std::str::from_utf8(size).ok()?.trim(), 16).ok()
+}
+
+/// What a head reader made of the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadRead<T> {
+    /// A whole head of this many bytes, and what the reader took from it.
+    Whole(usize, T),
+    /// The head goes on past these bytes.
+    Partial,
+    /// Not an HTTP/1 head: stop watching.
+    Bad,
+}
+
+/// Where collecting a head got to.
+#[derive(Debug)]
+pub enum HeadStep<'a, T> {
+    /// Not whole yet: the bytes so far, to carry to the next read.
+    Partial(Vec<u8>),
+    /// Too large, or not HTTP.
+    Off,
+    /// The whole head was read: what the reader took from it, and the bytes after it.
+    Whole { value: T, rest: &'a [u8] },
+}
+
+/// Collect a head from `buf` (carried over from earlier reads) and `data`, and have `read`
+/// read it (httparse, which says where a whole head ends). The common case, a whole head
+/// within one read, is read once in place; a head split across reads is copied, and its end
+/// found by a scan that starts just before the new bytes, so a head fed a byte at a time
+/// still costs linear time. Blank lines between messages are skipped, as hyper does.
+pub fn take_head<'a, T>(
+    mut buf: Vec<u8>,
+    mut data: &'a [u8],
+    mut read: impl FnMut(&[u8]) -> HeadRead<T>,
+) -> HeadStep<'a, T> {
+    if buf.is_empty() {
+        let skip = data
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        data = &data[skip..];
+        if data.is_empty() {
+            return HeadStep::Partial(buf);
+        }
+        return match read(data) {
+            HeadRead::Whole(n, value) => HeadStep::Whole {
+                value,
+                rest: &data[n..],
+            },
+            HeadRead::Partial if data.len() <= MAX_HEAD => HeadStep::Partial(data.to_vec()),
+            HeadRead::Partial | HeadRead::Bad => HeadStep::Off,
+        };
+    }
+    let before = buf.len();
+    buf.extend_from_slice(data);
+    let from = before.saturating_sub(3);
+    match head_end(&buf[from..]).map(|e| e + from) {
+        Some(end) => match read(&buf[..end]) {
+            HeadRead::Whole(n, value) if n == end => HeadStep::Whole {
+                value,
+                rest: &data[end - before..],
+            },
+            _ => HeadStep::Off,
+        },
+        None if buf.len() > MAX_HEAD => HeadStep::Off,
+        None => HeadStep::Partial(buf),
+    }
 }
 
 /// How a message's body is delimited, as its head (and, for a response, its request) says.
@@ -119,32 +198,8 @@ impl Body {
 /// One step of the body's state machine over `data`: the next state and how much it used.
 fn step(state: State, data: &[u8], content: &mut impl FnMut(&[u8])) -> (State, usize) {
     match state {
-        State::Length(n) => {
-            let take = n.min(data.len() as u64) as usize;
-            content(&data[..take]);
-            let left = n - take as u64;
-            (
-                if left == 0 {
-                    State::Done
-                } else {
-                    State::Length(left)
-                },
-                take,
-            )
-        }
-        State::ChunkData(n) => {
-            let take = n.min(data.len() as u64) as usize;
-            content(&data[..take]);
-            let left = n - take as u64;
-            (
-                if left == 0 {
-                    State::ChunkEnd
-                } else {
-                    State::ChunkData(left)
-                },
-                take,
-            )
-        }
+        State::Length(n) => counted(n, data, content, State::Length, State::Done),
+        State::ChunkData(n) => counted(n, data, content, State::ChunkData, State::ChunkEnd),
         State::ChunkEnd | State::ChunkSize(_) | State::Trailers(_) => chunk_lines(state, data),
         State::UntilClose => {
             content(data);
@@ -152,6 +207,20 @@ fn step(state: State, data: &[u8], content: &mut impl FnMut(&[u8])) -> (State, u
         }
         done @ (State::Done | State::Broken) => (done, 0),
     }
+}
+
+/// `n` more bytes of content: the same state with fewer left, or `then` once all are seen.
+fn counted(
+    n: u64,
+    data: &[u8],
+    content: &mut impl FnMut(&[u8]),
+    more: fn(u64) -> State,
+    then: State,
+) -> (State, usize) {
+    let take = n.min(data.len() as u64) as usize;
+    content(&data[..take]);
+    let left = n - take as u64;
+    (if left == 0 { then } else { more(left) }, take)
 }
 
 /// The line-shaped states of a chunked body: the CRLF after a chunk's data, a chunk-size line,
@@ -312,12 +381,49 @@ mod tests {
         assert_eq!(chunk_size(b"ffffffffffffffffff\r"), None);
     }
 
+    /// A reader that takes a head's length from `head_end` and its first byte as the value.
+    fn first_byte(head: &[u8]) -> HeadRead<u8> {
+        match head_end(head) {
+            Some(n) => HeadRead::Whole(n, head[0]),
+            None if head.starts_with(b"!") => HeadRead::Bad,
+            None => HeadRead::Partial,
+        }
+    }
+
+    #[test]
+    fn a_head_is_collected_wherever_the_reads_split_and_a_huge_one_is_refused() {
+        let stream = b"\r\nGET / HTTP/1.1\r\nA: b\r\n\r\nbody";
+        for split in 0..stream.len() {
+            let (value, rest) = match take_head(Vec::new(), &stream[..split], first_byte) {
+                HeadStep::Partial(buf) => match take_head(buf, &stream[split..], first_byte) {
+                    HeadStep::Whole { value, rest } => (value, rest.to_vec()),
+                    other => panic!("split {split}: {other:?}"),
+                },
+                // Whole within the first read: the rest is what follows it in both.
+                HeadStep::Whole { value, rest } => (value, [rest, &stream[split..]].concat()),
+                HeadStep::Off => panic!("split {split}: off"),
+            };
+            assert_eq!(
+                (value, rest.as_slice()),
+                (b'G', &b"body"[..]),
+                "split {split}"
+            );
+        }
+        let huge = vec![b'a'; MAX_HEAD + 1];
+        assert!(matches!(
+            take_head(Vec::new(), &huge, first_byte),
+            HeadStep::Off
+        ));
+        assert!(matches!(
+            take_head(Vec::new(), b"!junk", first_byte),
+            HeadStep::Off
+        ));
+    }
+
     #[test]
     fn head_end_finds_either_empty_line() {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nrest"), Some(21));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
-        assert_eq!(chunk_size(b"1f;name=v\r"), Some(31));
-        assert_eq!(chunk_size(b"g"), None);
     }
 }

@@ -168,6 +168,22 @@ pub enum AckCode {
     LocalTls,
 }
 
+impl AckCode {
+    /// The error code and HTTP status a caller gets from the gateway for this refusal: the
+    /// gateway's `RequestError::from_open` answers so (a test there holds it to this), and the
+    /// agent's request inspector shows the same.
+    pub fn caller_error(self) -> (&'static str, u16) {
+        match self {
+            Self::UnknownService => (crate::error_code::UNKNOWN_SERVICE, 404),
+            Self::LocalTls => (crate::error_code::LOCAL_TLS_ERROR, 502),
+            Self::ConnectFailed
+            | Self::ConnectTimeout
+            | Self::UnsupportedVersion
+            | Self::Overloaded => (crate::error_code::LOCAL_SERVICE_UNAVAILABLE, 502),
+        }
+    }
+}
+
 /// The agent's answer to a [`StreamHeader`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]

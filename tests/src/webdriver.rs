@@ -224,6 +224,16 @@ impl Browser {
             .collect()
     }
 
+    /// The page's own script errors since the last call (a failed request, such as the 401
+    /// before login, is the network's entry, not the script's).
+    pub async fn script_errors(&self) -> Vec<(String, String, String)> {
+        self.console()
+            .await
+            .into_iter()
+            .filter(|(level, source, _)| level == "SEVERE" && source != "network")
+            .collect()
+    }
+
     /// End the session and the driver.
     pub async fn quit(mut self) {
         let path = format!("/session/{}", self.session);

@@ -24,11 +24,7 @@ async fn the_gui_in_a_real_browser_shows_status_edits_config_follows_logs_and_re
     the_log_view_follows_live(&st, &browser, &shots).await;
     reconnect_from_operations(&browser, &shots, reconnects).await;
     // No JavaScript errors (a 401 before login is the network's entry, not the script's).
-    let console = browser.console().await;
-    let errors: Vec<_> = console
-        .iter()
-        .filter(|(level, source, _)| level == "SEVERE" && source != "network")
-        .collect();
+    let errors = browser.script_errors().await;
     assert!(errors.is_empty(), "JavaScript errors: {errors:?}");
     browser.quit().await;
     for shot in [

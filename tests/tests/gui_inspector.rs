@@ -301,11 +301,7 @@ async fn requests_show_live_open_into_masked_headers_replay_and_chart_the_traffi
         .any(|p| p["p99_us"].as_u64() > Some(0)));
     browser.screenshot(&shots.join("traffic.png")).await;
 
-    let console = browser.console().await;
-    let errors: Vec<_> = console
-        .iter()
-        .filter(|(level, source, _)| level == "SEVERE" && source != "network")
-        .collect();
+    let errors = browser.script_errors().await;
     assert!(errors.is_empty(), "JavaScript errors: {errors:?}");
     browser.quit().await;
 }

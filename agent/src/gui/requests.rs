@@ -30,7 +30,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Which entries a caller asked for: `service`, `status` (`2xx`..`5xx`, or `error` for
 /// failures and 5xx) and `q` (text in method, path, request id, status or error code).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Filter {
     service: Option<String>,
     status: Option<String>,
@@ -74,36 +74,33 @@ fn text_matches(e: &Entry, q: &str) -> bool {
         || e.status.is_some_and(|s| s.to_string() == q)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 struct ListQuery {
-    #[serde(default)]
     after: u64,
     limit: Option<usize>,
-    #[serde(flatten)]
     filter: Filter,
 }
 
-/// The query string as `T`, or why not (the caller answers 400).
-fn parse_query<T: serde::de::DeserializeOwned + Default>(query: &str) -> Result<T, String> {
-    if query.is_empty() {
-        return Ok(T::default());
+impl ListQuery {
+    /// `after`, `limit`, `service`, `status` and `q` from the query string (others ignored).
+    fn parse(query: &str) -> Result<Self, String> {
+        let mut q = Self::default();
+        let number = |k: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("query: {k} must be a number"))
+        };
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "after" => q.after = number(&k, &v)?,
+                "limit" => q.limit = Some(number(&k, &v)? as usize),
+                "service" => q.filter.service = Some(v.into_owned()),
+                "status" => q.filter.status = Some(v.into_owned()),
+                "q" => q.filter.q = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(q)
     }
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let text = serde_json::Value::Object(
-        pairs
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v.parse::<u64>() {
-                    Ok(n) if k == "after" || k == "limit" || k == "seq" => n.into(),
-                    _ => v.into(),
-                };
-                (k, v)
-            })
-            .collect(),
-    );
-    serde_json::from_value(text).map_err(|e| format!("query: {e}"))
 }
 
 fn bad_query(why: String) -> Resp {
@@ -112,7 +109,7 @@ fn bad_query(why: String) -> Resp {
 
 /// `GET /v1/requests`: the kept requests after `after`, oldest first, newest `limit`.
 pub fn list(control: &Supervisor, query: &str) -> Resp {
-    let q: ListQuery = match parse_query(query) {
+    let q = match ListQuery::parse(query) {
         Ok(q) => q,
         Err(why) => return bad_query(why),
     };
@@ -201,21 +198,15 @@ pub async fn replay(control: &Supervisor, seq: &str, ask: ReplayAsk) -> Resp {
 
 /// `GET /v1/metrics/series[?service=]`.
 pub fn series(control: &Supervisor, query: &str) -> Resp {
-    #[derive(Debug, Default, Deserialize)]
-    struct SeriesQuery {
-        service: Option<String>,
-    }
-    match parse_query::<SeriesQuery>(query) {
-        Ok(q) => {
-            let s = control.status().snapshot();
-            let view = control
-                .status()
-                .inspector()
-                .series(q.service.as_deref(), (s.bytes_in, s.bytes_out));
-            json(StatusCode::OK, &view)
-        }
-        Err(why) => bad_query(why),
-    }
+    let service = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "service")
+        .map(|(_, v)| v.into_owned());
+    let s = control.status().snapshot();
+    let view = control
+        .status()
+        .inspector()
+        .series(service.as_deref(), (s.bytes_in, s.bytes_out));
+    json(StatusCode::OK, &view)
 }
 
 /// `GET /v1/requests/stream`: every request after `after` (or the `Last-Event-ID` a
@@ -228,7 +219,7 @@ pub fn stream(
     last_event: Option<&HeaderValue>,
     shutdown: CancellationToken,
 ) -> Resp {
-    let mut q: ListQuery = match parse_query(query) {
+    let mut q = match ListQuery::parse(query) {
         Ok(q) => q,
         Err(why) => return bad_query(why),
     };

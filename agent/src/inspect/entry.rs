@@ -48,6 +48,21 @@ pub struct Span {
 }
 
 impl Span {
+    /// The span from `start` to `end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        Self {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    /// Where `part` (a slice httparse took from `whole`) lies in `whole`.
+    pub fn within(whole: &[u8], part: &[u8]) -> Option<Self> {
+        let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+        let end = start + part.len();
+        (end <= whole.len()).then(|| Self::new(start, end))
+    }
+
     /// The span's text in `head`.
     pub fn of<'a>(&self, head: &'a [u8]) -> Option<&'a str> {
         std::str::from_utf8(head.get(self.start as usize..self.end as usize)?).ok()
@@ -87,6 +102,8 @@ pub struct Entry {
     pub request_head: Option<Box<[u8]>>,
     /// The answer's head, masked.
     pub response_head: Option<Box<[u8]>>,
+    /// The request body's length as seen (counted whether or not it was captured).
+    pub request_body_len: u64,
     /// The request body's first bytes (capture on).
     pub request_body: Option<Captured>,
     /// The answer body's first bytes (capture on).
@@ -218,26 +235,12 @@ impl Entry {
     /// Whether everything needed to send it again was kept: a head, and a body that is
     /// empty or was captured whole.
     pub fn replayable(&self) -> bool {
-        let Some(head) = self.request_head.as_deref() else {
-            return false;
-        };
-        match &self.request_body {
-            Some(b) => b.complete(),
-            None => !declares_body(&String::from_utf8_lossy(head)),
-        }
+        self.request_head.is_some()
+            && match &self.request_body {
+                Some(b) => b.complete(),
+                None => self.request_body_len == 0,
+            }
     }
-}
-
-/// Whether a request head declares a body (a non-zero length, or chunked).
-fn declares_body(head: &str) -> bool {
-    head.lines().skip(1).any(|l| {
-        let Some((name, value)) = l.split_once(':') else {
-            return false;
-        };
-        let (name, value) = (name.trim(), value.trim());
-        (name.eq_ignore_ascii_case("content-length") && value != "0")
-            || name.eq_ignore_ascii_case("transfer-encoding")
-    })
 }
 
 /// Whether a kept value was masked (overwritten with `*`).
@@ -268,11 +271,24 @@ fn message(head: &[u8], body: Option<&Captured>) -> Message {
     Message {
         line,
         headers,
-        body: body.map(|b| BodyView {
-            text: String::from_utf8_lossy(&b.bytes).into_owned(),
-            base64: base64::engine::general_purpose::STANDARD.encode(&b.bytes),
-            length: b.length,
-            truncated: !b.complete(),
-        }),
+        body: body.map(|b| BodyView::of(&b.bytes, b.length)),
     }
+}
+
+impl BodyView {
+    /// The first bytes `kept` of a body of `length` bytes, for display.
+    pub fn of(kept: &[u8], length: u64) -> Self {
+        Self {
+            text: String::from_utf8_lossy(kept).into_owned(),
+            base64: base64::engine::general_purpose::STANDARD.encode(kept),
+            length,
+            truncated: length > kept.len() as u64,
+        }
+    }
+}
+
+/// Add `bytes` to `into`, keeping at most [`CAPTURE`] in all.
+pub fn keep_prefix(into: &mut Vec<u8>, bytes: &[u8]) {
+    let room = CAPTURE.saturating_sub(into.len());
+    into.extend_from_slice(&bytes[..room.min(bytes.len())]);
 }

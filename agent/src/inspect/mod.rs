@@ -6,14 +6,12 @@
 
 pub mod cli;
 pub mod entry;
-mod head;
 pub mod mask;
 pub mod replay;
 pub mod series;
 pub mod watch;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,27 +24,29 @@ use series::{Series, SeriesView};
 /// The agent's recent requests and traffic series, shared by every stream and the local API.
 #[derive(Debug)]
 pub struct Inspector {
-    /// How many entries are kept (read on every record, so not behind the settings lock).
-    keep: AtomicUsize,
-    ring: Mutex<Ring>,
-    series: Mutex<Series>,
+    /// The ring and the series, updated together under one lock per request.
+    store: Mutex<Store>,
     settings: RwLock<Arc<Settings>>,
     /// The latest sequence number recorded, for followers to wait on.
     latest: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
-struct Ring {
+struct Store {
     entries: VecDeque<Arc<Entry>>,
     next_seq: u64,
+    /// How many entries are kept (`[inspector] keep`).
+    keep: usize,
+    series: Series,
 }
 
 impl Default for Inspector {
     fn default() -> Self {
         Self {
-            keep: AtomicUsize::new(Settings::default().keep),
-            ring: Mutex::default(),
-            series: Mutex::default(),
+            store: Mutex::new(Store {
+                keep: Settings::default().keep,
+                ..Store::default()
+            }),
             settings: RwLock::default(),
             latest: tokio::sync::watch::Sender::new(0),
         }
@@ -69,11 +69,11 @@ impl Inspector {
     pub fn configure(&self, config: &crate::config::InspectorConfig) {
         let settings = Arc::new(Settings::from_config(config));
         let keep = settings.keep;
-        self.keep.store(keep, Ordering::Relaxed);
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
-        let mut ring = lock(&self.ring);
-        while ring.entries.len() > keep {
-            ring.entries.pop_front();
+        let mut store = lock(&self.store);
+        store.keep = keep;
+        while store.entries.len() > keep {
+            store.entries.pop_front();
         }
     }
 
@@ -87,23 +87,20 @@ impl Inspector {
 
     /// Keep `entry` (numbering it) and count it into the series.
     pub fn record(&self, mut entry: Entry) {
-        let keep = self.keep.load(Ordering::Relaxed);
         let error = entry.failure.is_some() || entry.status.is_some_and(|s| s >= 500);
-        lock(&self.series).add(
-            &entry.service,
-            entry.at_ms / 1000 + entry.duration_us / 1_000_000,
-            entry.duration_us,
-            error,
-        );
+        let ended = entry.at_ms / 1000 + entry.duration_us / 1_000_000;
         let seq = {
-            let mut ring = lock(&self.ring);
-            ring.next_seq += 1;
-            entry.seq = ring.next_seq;
-            ring.entries.push_back(Arc::new(entry));
-            while ring.entries.len() > keep {
-                ring.entries.pop_front();
+            let mut store = lock(&self.store);
+            store
+                .series
+                .add(&entry.service, ended, entry.duration_us, error);
+            store.next_seq += 1;
+            entry.seq = store.next_seq;
+            store.entries.push_back(Arc::new(entry));
+            while store.entries.len() > store.keep {
+                store.entries.pop_front();
             }
-            ring.next_seq
+            store.next_seq
         };
         self.latest.send_replace(seq);
     }
@@ -115,14 +112,10 @@ impl Inspector {
         if !self.settings().enabled {
             return;
         }
-        let (code, status, who) = match code {
-            AckCode::UnknownService => (error_code::UNKNOWN_SERVICE, 404, "agent"),
-            AckCode::LocalTls => (error_code::LOCAL_TLS_ERROR, 502, "local_app"),
-            AckCode::Overloaded => (error_code::OVERLOADED, 503, "agent"),
-            AckCode::UnsupportedVersion => (error_code::INTERNAL, 502, "gateway"),
-            AckCode::ConnectFailed | AckCode::ConnectTimeout => {
-                (error_code::LOCAL_SERVICE_UNAVAILABLE, 502, "local_app")
-            }
+        let (code, status) = code.caller_error();
+        let who = match code {
+            error_code::UNKNOWN_SERVICE => "agent",
+            _ => "local_app",
         };
         self.record(Entry {
             at_ms: now_ms(),
@@ -141,7 +134,7 @@ impl Inspector {
         limit: usize,
         filter: impl Fn(&Entry) -> bool,
     ) -> Vec<Arc<Entry>> {
-        let ring = lock(&self.ring);
+        let ring = lock(&self.store);
         let newest_first: Vec<_> = ring
             .entries
             .iter()
@@ -156,7 +149,7 @@ impl Inspector {
 
     /// One entry by its sequence number, while it is kept.
     pub fn get(&self, seq: u64) -> Option<Arc<Entry>> {
-        let ring = lock(&self.ring);
+        let ring = lock(&self.store);
         let first = ring.entries.front()?.seq;
         let e = ring.entries.get(seq.checked_sub(first)? as usize)?;
         (e.seq == seq).then(|| e.clone())
@@ -169,22 +162,26 @@ impl Inspector {
 
     /// Mark a tunnel going down on the charts' time axis.
     pub fn mark_reconnect(&self) {
-        lock(&self.series).mark_reconnect(now_ms());
+        lock(&self.store).series.mark_reconnect(now_ms());
     }
 
     /// Sample the tunnel's byte totals (called every few seconds).
     pub fn sample_bytes(&self, total_in: u64, total_out: u64) {
-        lock(&self.series).sample_bytes(now_ms() / 1000, total_in, total_out);
+        lock(&self.store)
+            .series
+            .sample_bytes(now_ms() / 1000, total_in, total_out);
     }
 
     /// The charts' data, for one service or all; `totals` are the tunnel's byte counters now.
     pub fn series(&self, service: Option<&str>, totals: (u64, u64)) -> SeriesView {
-        lock(&self.series).view(now_ms() / 1000, service, Some(totals))
+        lock(&self.store)
+            .series
+            .view(now_ms() / 1000, service, Some(totals))
     }
 
     /// How many entries are kept now.
     pub fn len(&self) -> usize {
-        lock(&self.ring).entries.len()
+        lock(&self.store).entries.len()
     }
 
     /// Whether none are.

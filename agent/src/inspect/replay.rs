@@ -7,13 +7,14 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use g2c_proto::http1::HOP_BY_HOP;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use super::entry::{is_masked, split_head, BodyView, Entry, HeaderLine, CAPTURE};
+use super::entry::{is_masked, keep_prefix, split_head, BodyView, Entry, HeaderLine};
 use super::mask::{Settings, MASK};
 use crate::config::ServiceConfig;
 use crate::origin_tls::OriginTls;
@@ -22,18 +23,6 @@ use crate::origin_tls::OriginTls;
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most answer bytes read (the rest is not waited for).
 const READ_LIMIT: u64 = 16 * 1024 * 1024;
-
-/// Headers that describe one connection, not the request: never replayed.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
 
 /// Why a replay could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +69,7 @@ pub async fn replay(
         let frame = frame.map_err(|e| ReplayError::Local(format!("reading the answer: {e}")))?;
         if let Some(data) = frame.data_ref() {
             length += data.len() as u64;
-            let room = CAPTURE.saturating_sub(kept.len());
-            kept.extend_from_slice(&data[..room.min(data.len())]);
+            keep_prefix(&mut kept, data);
         }
     }
     let headers = parts
@@ -100,12 +88,7 @@ pub async fn replay(
         sent_without,
         status: parts.status.as_u16(),
         headers,
-        body: BodyView {
-            text: String::from_utf8_lossy(&kept).into_owned(),
-            base64: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &kept),
-            length,
-            truncated: length > kept.len() as u64,
-        },
+        body: BodyView::of(&kept, length),
         duration_us: started.elapsed().as_micros() as u64,
     })
 }
@@ -123,14 +106,13 @@ fn rebuild(entry: &Entry) -> Result<(Request<Full<Bytes>>, Vec<String>), ReplayE
         .request_head
         .as_deref()
         .ok_or_else(|| not("no request was seen"))?;
-    let (line, headers) = split_head(head);
-    let mut parts = line.split(' ');
-    let method = parts
-        .next()
+    let method = entry
+        .method()
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .ok_or_else(|| not("the kept method is not one"))?;
     let mut sent_without = Vec::new();
-    let target = unmasked_target(parts.next().unwrap_or("/"), &mut sent_without);
+    let target = unmasked_target(entry.target().unwrap_or("/"), &mut sent_without);
+    let (_, headers) = split_head(head);
     let body = entry
         .request_body
         .as_ref()
@@ -143,7 +125,8 @@ fn rebuild(entry: &Entry) -> Result<(Request<Full<Bytes>>, Vec<String>), ReplayE
             sent_without.push(h.name);
             continue;
         }
-        if HOP_BY_HOP.contains(&lower.as_str()) {
+        // The body is sent whole, so hyper sets its length.
+        if HOP_BY_HOP.contains(&lower.as_str()) || lower == "content-length" {
             continue;
         }
         if let (Ok(n), Ok(v)) = (

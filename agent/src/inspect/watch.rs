@@ -11,13 +11,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use g2c_proto::error_code;
-use g2c_proto::http1::{Body, BodyKind, Progress};
+use g2c_proto::http1::{take_head, Body, BodyKind, HeadRead, HeadStep, Progress};
 use g2c_proto::tap::TapObserver;
 
-use super::entry::{Captured, Entry, Failure, Span, CAPTURE};
-use super::head::{span, take_head, within, HeadStep, Parsed};
+use super::entry::{keep_prefix, Captured, Entry, Failure, Span};
 use super::mask::Settings;
 use super::{now_ms, Inspector};
+
+/// What reading a head came to: its length, and how its body is framed (`None`: an interim
+/// answer, or one the watch has already dealt with).
+type Parsed = HeadRead<Option<BodyKind>>;
 
 /// Most headers a head may have to be followed.
 const MAX_HEADERS: usize = 128;
@@ -49,15 +52,40 @@ struct Pending {
     method: Span,
     target: Span,
     request_id: Option<Span>,
-    bytes_in: u64,
-    bytes_out: u64,
-    request_body: Option<Vec<u8>>,
-    request_len: u64,
+    request: Side,
     status: Option<u16>,
     wait_us: Option<u64>,
     response_head: Option<Box<[u8]>>,
-    response_body: Option<Vec<u8>>,
-    response_len: u64,
+    response: Side,
+}
+
+/// What went by of one message (request or answer) after its head was read.
+#[derive(Debug, Default)]
+struct Side {
+    /// Bytes of the message, head and body as sent.
+    bytes: u64,
+    /// Its body's content length (chunk framing removed).
+    body_len: u64,
+    /// The body's first bytes, when the service captures them.
+    body: Option<Vec<u8>>,
+}
+
+impl Side {
+    /// Count `used` bytes of the message, of which `content` is body content.
+    fn content(&mut self, content: &[u8]) {
+        self.body_len += content.len() as u64;
+        if let Some(b) = &mut self.body {
+            keep_prefix(b, content);
+        }
+    }
+
+    fn captured(self) -> Option<Captured> {
+        let length = self.body_len;
+        self.body.map(|b| Captured {
+            bytes: b.into_boxed_slice(),
+            length,
+        })
+    }
 }
 
 /// The observer on one stream.
@@ -103,25 +131,14 @@ impl HttpWatch {
                         return;
                     }
                     HeadStep::Off => self.off = true,
-                    HeadStep::Whole { kind, rest } => {
+                    HeadStep::Whole { value: kind, rest } => {
                         data = rest;
                         self.req = Dir::Body(Body::new(kind.unwrap_or(BodyKind::None)));
                     }
                 },
                 Dir::Body(mut body) => {
-                    let capture = self.capture;
-                    let mut p = self.pending.back_mut();
-                    let (progress, used) = feed_body(&mut body, data, |c| {
-                        if let Some(p) = p.as_deref_mut() {
-                            p.request_len += c.len() as u64;
-                            if capture {
-                                keep(p.request_body.get_or_insert_with(Vec::new), c);
-                            }
-                        }
-                    });
-                    if let Some(p) = self.pending.back_mut() {
-                        p.bytes_in += used as u64;
-                    }
+                    let side = self.pending.back_mut().map(|p| &mut p.request);
+                    let (progress, used) = follow(&mut body, data, side);
                     data = &data[used..];
                     match progress {
                         Progress::More => self.req = Dir::Body(body),
@@ -146,7 +163,7 @@ impl HttpWatch {
                             self.stop("bad_response", "the app's answer is not HTTP/1");
                         }
                     }
-                    HeadStep::Whole { kind, rest } => {
+                    HeadStep::Whole { value: kind, rest } => {
                         data = rest;
                         match kind.map(Body::new) {
                             Some(body) if body.is_done() => self.answered(None),
@@ -156,19 +173,8 @@ impl HttpWatch {
                     }
                 },
                 Dir::Body(mut body) => {
-                    let capture = self.capture;
-                    let mut p = self.pending.front_mut();
-                    let (progress, used) = feed_body(&mut body, data, |c| {
-                        if let Some(p) = p.as_deref_mut() {
-                            p.response_len += c.len() as u64;
-                            if capture {
-                                keep(p.response_body.get_or_insert_with(Vec::new), c);
-                            }
-                        }
-                    });
-                    if let Some(p) = self.pending.front_mut() {
-                        p.bytes_out += used as u64;
-                    }
+                    let side = self.pending.front_mut().map(|p| &mut p.response);
+                    let (progress, used) = follow(&mut body, data, side);
                     data = &data[used..];
                     match progress {
                         Progress::More => self.resp = Dir::Body(body),
@@ -189,40 +195,40 @@ impl HttpWatch {
         let mut req = httparse::Request::new(&mut headers);
         let len = match req.parse(head) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Parsed::Partial,
-            Err(_) => return Parsed::Bad,
+            Ok(httparse::Status::Partial) => return HeadRead::Partial,
+            Err(_) => return HeadRead::Bad,
         };
         let (Some(method), Some(path)) = (req.method, req.path) else {
-            return Parsed::Bad;
+            return HeadRead::Bad;
         };
         // The one copy; masked values are overwritten in it.
         let mut text = head[..len].to_vec();
-        let Some(target) = within(head, path.as_bytes()) else {
-            return Parsed::Bad;
+        let Some(target) = Span::within(head, path.as_bytes()) else {
+            return HeadRead::Bad;
         };
         self.settings
             .mask_query_in_place(&mut text[target.start as usize..target.end as usize]);
         let Some((kind, request_id)) = self.scan_headers(head, &mut text, req.headers, false)
         else {
-            return Parsed::Bad;
+            return HeadRead::Bad;
         };
         self.pending.push_back(Pending {
             started: Instant::now(),
             request_head: text,
-            method: span(0, method.len()),
+            method: Span::new(0, method.len()),
             target,
             request_id,
-            bytes_in: len as u64,
-            bytes_out: 0,
-            request_body: self.capture.then(Vec::new),
-            request_len: 0,
+            request: Side {
+                bytes: len as u64,
+                body: self.capture.then(Vec::new),
+                ..Side::default()
+            },
             status: None,
             wait_us: None,
             response_head: None,
-            response_body: None,
-            response_len: 0,
+            response: Side::default(),
         });
-        Parsed::Head(len, Some(kind.unwrap_or(BodyKind::None)))
+        HeadRead::Whole(len, Some(kind.unwrap_or(BodyKind::None)))
     }
 
     /// Mask the values of masked headers in `text` (the copy of `head`), and find the body's
@@ -239,7 +245,7 @@ impl HttpWatch {
         for h in headers {
             let name = h.name;
             if self.settings.masks_header(name) {
-                let v = within(head, h.value)?;
+                let v = Span::within(head, h.value)?;
                 text[v.start as usize..v.end as usize].fill(b'*');
             } else if name.eq_ignore_ascii_case("content-length") {
                 length = std::str::from_utf8(h.value)
@@ -252,7 +258,7 @@ impl HttpWatch {
                     .next()
                     .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if !response && name.eq_ignore_ascii_case("x-request-id") {
-                request_id = within(head, h.value);
+                request_id = Span::within(head, h.value);
             }
         }
         let kind = if chunked {
@@ -270,39 +276,37 @@ impl HttpWatch {
         let mut resp = httparse::Response::new(&mut headers);
         let len = match resp.parse(head) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Parsed::Partial,
-            Err(_) => return Parsed::Bad,
+            Ok(httparse::Status::Partial) => return HeadRead::Partial,
+            Err(_) => return HeadRead::Bad,
         };
         let Some(code) = resp.code else {
-            return Parsed::Bad;
+            return HeadRead::Bad;
         };
         let capture = self.capture;
         let mut text = head[..len].to_vec();
         let Some((kind, _)) = self.scan_headers(head, &mut text, resp.headers, true) else {
-            return Parsed::Bad;
+            return HeadRead::Bad;
         };
         let Some(p) = self.pending.front_mut() else {
             // An answer nobody asked for: not a stream we can follow.
             self.off = true;
-            return Parsed::Bad;
+            return HeadRead::Bad;
         };
-        p.bytes_out += len as u64;
+        p.response.bytes += len as u64;
         if (100..200).contains(&code) && code != 101 {
             // An interim answer (100 Continue); the real one follows.
-            return Parsed::Head(len, None);
+            return HeadRead::Whole(len, None);
         }
         p.status = Some(code);
         p.wait_us = Some(p.started.elapsed().as_micros() as u64);
         p.response_head = Some(text.into_boxed_slice());
-        if capture {
-            p.response_body = Some(Vec::new());
-        }
+        p.response.body = capture.then(Vec::new);
         let leaves_http = code == 101
             || (p.method.of(&p.request_head) == Some("CONNECT") && (200..300).contains(&code));
         if leaves_http {
             self.answered(None);
             self.off = true;
-            return Parsed::Head(len, None);
+            return HeadRead::Whole(len, None);
         }
         let no_body = p.method.of(&p.request_head) == Some("HEAD") || code == 204 || code == 304;
         let kind = if no_body {
@@ -310,19 +314,13 @@ impl HttpWatch {
         } else {
             kind.unwrap_or(BodyKind::UntilClose)
         };
-        Parsed::Head(len, Some(kind))
+        HeadRead::Whole(len, Some(kind))
     }
 
     /// The oldest request's answer is complete (or it failed): keep it.
     fn answered(&mut self, failure: Option<Failure>) {
         let Some(p) = self.pending.pop_front() else {
             return;
-        };
-        let captured = |bytes: Option<Vec<u8>>, length: u64| {
-            bytes.map(|b| Captured {
-                bytes: b.into_boxed_slice(),
-                length,
-            })
         };
         let at = p.started.saturating_duration_since(self.base.0).as_millis() as u64;
         self.inspector.record(Entry {
@@ -336,13 +334,14 @@ impl HttpWatch {
             status: p.status,
             duration_us: p.started.elapsed().as_micros() as u64,
             wait_us: p.wait_us,
-            bytes_in: p.bytes_in,
-            bytes_out: p.bytes_out,
+            bytes_in: p.request.bytes,
+            bytes_out: p.response.bytes,
             failure,
             request_head: Some(p.request_head.into_boxed_slice()),
             response_head: p.response_head,
-            request_body: captured(p.request_body, p.request_len),
-            response_body: captured(p.response_body, p.response_len),
+            request_body_len: p.request.body_len,
+            request_body: p.request.captured(),
+            response_body: p.response.captured(),
         });
     }
 
@@ -426,19 +425,22 @@ fn unfinished(closer: Option<Closer>, answering: bool) -> Failure {
     }
 }
 
-/// Feed `data` to `body`: how it went and how many bytes were the body's.
-fn feed_body(body: &mut Body, data: &[u8], content: impl FnMut(&[u8])) -> (Progress, usize) {
-    match body.feed(data, content) {
-        Progress::Done(n) => (Progress::Done(n), n),
-        Progress::More => (Progress::More, data.len()),
-        Progress::Broken => (Progress::Broken, data.len()),
+/// Feed `data` to `body`, counting it into `side` (the message it belongs to, if one is
+/// waiting): how it went and how many bytes were the body's.
+fn follow(body: &mut Body, data: &[u8], mut side: Option<&mut Side>) -> (Progress, usize) {
+    let progress = body.feed(data, |c| {
+        if let Some(s) = side.as_deref_mut() {
+            s.content(c);
+        }
+    });
+    let used = match progress {
+        Progress::Done(n) => n,
+        Progress::More | Progress::Broken => data.len(),
+    };
+    if let Some(s) = side {
+        s.bytes += used as u64;
     }
-}
-
-/// Keep up to [`CAPTURE`] bytes.
-fn keep(into: &mut Vec<u8>, bytes: &[u8]) {
-    let room = CAPTURE.saturating_sub(into.len());
-    into.extend_from_slice(&bytes[..room.min(bytes.len())]);
+    (progress, used)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use g2c_proto::http1::{head_end, Body, BodyKind, Progress, MAX_HEAD};
+use g2c_proto::http1::{take_head, Body, BodyKind, HeadRead, HeadStep, Progress};
 use g2c_proto::tap::{Tap, TapObserver};
 
 /// Set once a request head on this connection had ambiguous framing. The accept loop puts it
@@ -66,13 +66,18 @@ enum Framing {
     GiveUp,
 }
 
-fn framing_of(head: &[u8]) -> Framing {
+/// Read a request head: its length and what it says about its body.
+fn head_framing(head: &[u8]) -> HeadRead<Framing> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Framing::GiveUp,
+        Ok(httparse::Status::Complete(n)) => HeadRead::Whole(n, framing_of(&req)),
+        Ok(httparse::Status::Partial) => HeadRead::Partial,
+        Err(_) => HeadRead::Bad,
     }
+}
+
+fn framing_of(req: &httparse::Request<'_, '_>) -> Framing {
     // HTTP/1.0 and 1.1 frame bodies the same way; httparse parses no other version.
     if !matches!(req.version, Some(0 | 1)) {
         return Framing::GiveUp;
@@ -156,43 +161,11 @@ impl FramingWatch {
 
     /// Collect a request head; once whole, follow what it says about its body. Returns the next
     /// state and the bytes after what was used (`None`: all used, wait for more).
-    fn head<'a>(&self, mut buf: Vec<u8>, mut data: &'a [u8]) -> (State, Option<&'a [u8]>) {
-        if buf.is_empty() {
-            // Blank lines between requests are tolerated, as hyper does.
-            let skip = data
-                .iter()
-                .take_while(|b| **b == b'\r' || **b == b'\n')
-                .count();
-            data = &data[skip..];
-            if data.is_empty() {
-                return (State::Head(buf), None);
-            }
-        }
-        // The common case, a whole head in this read, is parsed in place; only a head split
-        // across reads is copied. The search for its end starts just before the new bytes, so
-        // a head fed in small pieces costs linear time.
-        let framing = if buf.is_empty() {
-            let Some(end) = head_end(data) else {
-                buf.extend_from_slice(data);
-                return (State::Head(buf), None);
-            };
-            let f = framing_of(&data[..end]);
-            data = &data[end..];
-            f
-        } else {
-            let before = buf.len();
-            buf.extend_from_slice(data);
-            let from = before.saturating_sub(3);
-            let Some(end) = head_end(&buf[from..]).map(|e| e + from) else {
-                let state = if buf.len() > MAX_HEAD {
-                    State::Off
-                } else {
-                    State::Head(buf)
-                };
-                return (state, None);
-            };
-            data = &data[end - before..];
-            framing_of(&buf[..end])
+    fn head<'a>(&self, buf: Vec<u8>, data: &'a [u8]) -> (State, Option<&'a [u8]>) {
+        let (framing, data) = match take_head(buf, data, head_framing) {
+            HeadStep::Partial(buf) => return (State::Head(buf), None),
+            HeadStep::Off => return (State::Off, None),
+            HeadStep::Whole { value, rest } => (value, rest),
         };
         let next = match framing {
             Framing::Body(kind) => match Body::new(kind) {

@@ -3,24 +3,13 @@
 
 use std::net::IpAddr;
 
+use g2c_proto::http1::HOP_BY_HOP;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
 
 use super::route::{KEY_HEADER, REGISTRATION_HEADER, SERVICE_HEADER};
 
 /// Request id header, added when the caller sent none.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
 
 /// The `Upgrade` value if this is an HTTP/1.1 upgrade request (`Connection: upgrade`).
 pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
