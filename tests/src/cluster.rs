@@ -252,7 +252,7 @@ pub fn node_ip(i: usize) -> IpAddr {
 }
 
 impl Cluster {
-    /// Start PostgreSQL, `n` nodes (the first makes the SSH host key the others copy) and
+    /// Start PostgreSQL, `n` nodes (sharing one SSH host key the harness writes) and
     /// HAProxy; returns once every node sees all `n`.
     pub async fn start(n: usize) -> Self {
         let pg = Postgres::start();
@@ -261,18 +261,15 @@ impl Cluster {
         let ports = crate::port_block();
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let ssh = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // One SSH host key for every node, written before any starts: a node writes its ready
+        // file once its listeners are bound, before it loads or generates the key, so copying
+        // the first node's key file raced its start.
+        let host_key = g2c_proto::sshkeys::generate_ed25519();
         let mut nodes: Vec<Node> = Vec::new();
         for i in 0..n {
             let dir = tempfile::tempdir().unwrap();
-            if let Some(first) = nodes.first() {
-                let key = first.dir.path().join("host_key");
-                std::fs::copy(&key, dir.path().join("host_key")).unwrap_or_else(|e| {
-                    let files: Vec<_> = std::fs::read_dir(first.dir.path())
-                        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-                        .unwrap_or_default();
-                    panic!("copy {}: {e}; beside it: {files:?}", key.display())
-                });
-            }
+            g2c_proto::sshkeys::write_private_key(&dir.path().join("host_key"), &host_key)
+                .expect("write the shared host key");
             let gw = Self::spawn(dir.path(), node_ip(i), None, &url, &certs, &ports, ssh).await;
             nodes.push(Node {
                 ip: node_ip(i),

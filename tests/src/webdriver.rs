@@ -85,15 +85,52 @@ impl Browser {
     }
 
     async fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        match self.try_cmd(method, path, body).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// One command; `Err` carries the WebDriver error (code first) instead of panicking.
+    async fn try_cmd(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let path = format!("/session/{}{path}", self.session);
         let answer = raw(self.addr, method, &path, body).await;
         if let Some(err) = answer["value"]["error"].as_str() {
-            panic!(
+            return Err(format!(
                 "webdriver {method} {path}: {err}: {}",
                 answer["value"]["message"]
-            );
+            ));
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
+    }
+
+    /// Run a command on the element matching `css`, looking it up again when the page
+    /// replaced it between the lookup and the command (live pages re-render their rows: a
+    /// "stale element reference" is the page moving on, not a failure). `None`: no element.
+    async fn on_element(
+        &self,
+        css: &str,
+        method: &str,
+        what: &str,
+        body: Option<Value>,
+    ) -> Option<Value> {
+        for _ in 0..20 {
+            let e = self.find(css).await?;
+            match self
+                .try_cmd(method, &format!("/element/{e}{what}"), body.clone())
+                .await
+            {
+                Ok(v) => return Some(v),
+                Err(err) if err.contains("stale element reference") => continue,
+                Err(err) => panic!("{err}"),
+            }
+        }
+        panic!("{css}: the element went stale 20 times in a row")
     }
 
     /// Load `url`.
@@ -132,9 +169,10 @@ impl Browser {
 
     /// Click the element matching `css`.
     pub async fn click(&self, css: &str) {
-        let e = self.wait_for(css, Duration::from_secs(10)).await;
-        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
-            .await;
+        self.wait_for(css, Duration::from_secs(10)).await;
+        self.on_element(css, "POST", "/click", Some(json!({})))
+            .await
+            .unwrap_or_else(|| panic!("{css} disappeared before the click"));
     }
 
     /// Replace the text of the input matching `css`.
@@ -152,15 +190,10 @@ impl Browser {
 
     /// The rendered text of the element matching `css` ("" when there is none).
     pub async fn text(&self, css: &str) -> String {
-        match self.find(css).await {
-            Some(e) => self
-                .cmd("GET", &format!("/element/{e}/text"), None)
-                .await
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            None => String::new(),
-        }
+        self.on_element(css, "GET", "/text", None)
+            .await
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
     }
 
     /// Wait until the text of `css` satisfies `pred`; returns it.

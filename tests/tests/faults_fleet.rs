@@ -125,8 +125,11 @@ async fn footprint(gw: &g2c_tests::procs::GatewayProc) -> (u64, usize, f64) {
     (gw.proc.rss_kib(), gw.proc.open_fds(), tasks)
 }
 
+/// Whether `now` has grown past `base` by no more than `pct` percent (or `slack`, whichever is
+/// larger). A trace is growth: ending below the baseline only means something transient (a
+/// warm-up session's last task, a scrape's connection) was still there when it was taken.
 fn within(now: f64, base: f64, pct: f64, slack: f64) -> bool {
-    (now - base).abs() <= (base * pct / 100.0).max(slack)
+    now - base <= (base * pct / 100.0).max(slack)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
