@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the npm tarballs of the agent: the main package (JS shim `g2c-agent`) and the linux-x64
-# platform package carrying the release binary, at the workspace's version.
+# platform package carrying the binary we ship (scripts/dist.sh), at the workspace's version.
 #
 #   scripts/npm-pack.sh [OUT_DIR=target/npm]      prints the two tarball paths
 #   G2C_AGENT_BIN=path scripts/npm-pack.sh         use this binary instead of building
@@ -13,8 +13,7 @@ out=$(cd "$out" && pwd)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 bin=${G2C_AGENT_BIN:-}
 if [[ -z "$bin" ]]; then
-  (cd "$root" && cargo build --release -p g2c-agent --bin g2c-agent >&2)
-  bin="${CARGO_TARGET_DIR:-$root/target}/release/g2c-agent"
+  bin="$("$root/scripts/dist.sh")/g2c-agent"
 fi
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/g2c-npm.XXXXXX")
