@@ -273,12 +273,7 @@ where
     L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let name = &live.config.name;
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut stream,
-        &mut local,
-        tuning::SPLICE_BUFFER,
-        tuning::SPLICE_BUFFER,
-    );
+    let copy = g2c_proto::copy::copy_both_ways(&mut stream, &mut local);
     tokio::select! {
         r = copy => if let Err(e) = r {
             tracing::debug!(service = %name, error = %e, "stream ended with an error");

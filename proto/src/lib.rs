@@ -4,7 +4,8 @@
 //! ([`frame`]), the typed messages carried in it ([`messages`]), the data-stream and
 //! Hello/Welcome handshakes ([`handshake`]), the backchannel registration API bodies
 //! ([`registration`]), the caller-facing error codes ([`error_code`]), the yamux driver
-//! ([`mux`]) with its write buffer ([`coalesce`]), the byte-observing I/O adapter ([`tap`])
+//! ([`mux`]) with its write buffer ([`coalesce`]), the copy both ways between a stream and a
+//! connection ([`copy`]), the byte-observing I/O adapter ([`tap`])
 //! and the tuning constants both sides must agree on ([`tuning`]). The shutdown signal
 //! ([`signal`]), log rotation ([`rotate`]) and the config error type ([`config_error`]) are
 //! here because both binaries need them. No
@@ -15,6 +16,7 @@
 pub mod backoff;
 pub mod coalesce;
 pub mod config_error;
+pub mod copy;
 pub mod error_code;
 pub mod frame;
 pub mod handshake;

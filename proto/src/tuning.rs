@@ -12,6 +12,10 @@ use russh::{cipher, compression, Preferred};
 pub const SSH_WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 /// Largest SSH packet we announce.
 pub const SSH_MAX_PACKET_SIZE: u32 = 65_535;
+/// Channel messages (each up to one packet) russh queues for the reader of a channel before its
+/// session waits: past it the socket's own buffer holds the rest. russh's default of 100 let a
+/// bulk download queue 6 MiB in the gateway, which its allocator kept after the transfer.
+pub const SSH_CHANNEL_QUEUE: usize = 16;
 /// Read buffer in front of each SSH socket (russh reads a packet in several small pieces): a
 /// burst of small packets is one syscall, and a bigger read than this bypasses it. It is
 /// zero-filled at creation, so every idle tunnel holds all of it: 64 KiB cost 25 KiB more
@@ -41,7 +45,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the agent waits to connect to a local service before refusing the stream.
 pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Buffer size for each direction of a spliced stream.
+/// The most one read of a spliced stream takes (into a chunk on the stack: an idle stream holds
+/// no buffer, see [`crate::copy`]).
 pub const SPLICE_BUFFER: usize = 64 * 1024;
 
 /// Algorithm preferences both sides use: AES-256-GCM first (fastest here with AES-NI), and no

@@ -24,6 +24,7 @@ pub fn client_config() -> client::Config {
         preferred: tuning::ssh_preferred(),
         window_size: tuning::SSH_WINDOW_SIZE,
         maximum_packet_size: tuning::SSH_MAX_PACKET_SIZE,
+        channel_buffer_size: tuning::SSH_CHANNEL_QUEUE,
         keepalive_interval: Some(tuning::SSH_KEEPALIVE_INTERVAL),
         keepalive_max: tuning::SSH_KEEPALIVE_MAX,
         inactivity_timeout: None,

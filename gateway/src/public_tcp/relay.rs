@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use g2c_proto::peer::Dial;
 use g2c_proto::tap::{Tap, TapObserver};
-use g2c_proto::{tuning, StreamHeader};
+use g2c_proto::StreamHeader;
 use prometheus::IntCounter;
 use tokio::net::TcpStream;
 
@@ -136,14 +136,7 @@ async fn splice(
         tracing::info!(error = %e, "TCP stream refused");
         RequestError::from_open(e, via.registration(), service).code()
     })?;
-    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-        tcp,
-        &mut stream,
-        tuning::SPLICE_BUFFER,
-        tuning::SPLICE_BUFFER,
-    )
-    .await
-    {
+    if let Err(e) = g2c_proto::copy::copy_both_ways(tcp, &mut stream).await {
         tracing::debug!(error = %e, "TCP connection ended with an error");
     }
     Ok(())

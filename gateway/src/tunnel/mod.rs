@@ -35,6 +35,7 @@ pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
         keys: vec![host_key],
         window_size: tuning::SSH_WINDOW_SIZE,
         maximum_packet_size: tuning::SSH_MAX_PACKET_SIZE,
+        channel_buffer_size: tuning::SSH_CHANNEL_QUEUE,
         preferred: tuning::ssh_preferred(),
         max_auth_attempts: 3,
         inactivity_timeout: None,
