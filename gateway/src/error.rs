@@ -57,6 +57,9 @@ pub enum GatewayError {
     /// The configuration does not match the listeners given.
     #[error("{0}")]
     Listeners(&'static str),
+    /// The worker runtimes could not be started.
+    #[error("cannot start the worker runtimes: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A request that a gateway listener refused or could not carry through.

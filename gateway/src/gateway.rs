@@ -131,6 +131,8 @@ impl Gateway {
             host_key_public: g2c_proto::sshkeys::public_openssh(host_key.public_key()),
             ssh_public_port,
         });
+        let workers = crate::workers::Workers::start(crate::workers::Workers::configured_count())
+            .map_err(GatewayError::Workers)?;
         let opts = |name, tls| serve_options(&core, name, tls);
         let until = |phase| {
             let core = core.clone();
@@ -140,13 +142,19 @@ impl Gateway {
         for (listener, tls, name) in [(l.http, None, "http"), (l.https, https_tls, "https")] {
             if let Some(listener) = listener {
                 let front = front.clone();
+                // Plain HTTP shows its first request to pick the tunnel's worker; TLS does not.
+                let steer = tls.is_none().then(|| {
+                    let front = front.clone();
+                    Arc::new(move |head: &[u8]| crate::front::steer::worker_for(&front, head))
+                        as crate::http_serve::Steer
+                });
                 let make = move |conn| crate::front::stack(&front, conn);
-                draining.spawn(serve(
-                    listener,
-                    opts(name, tls),
-                    make,
-                    until(Phase::Draining),
-                ));
+                let opts = ServeOptions {
+                    workers: Some(workers.clone()),
+                    steer,
+                    ..opts(name, tls)
+                };
+                draining.spawn(serve(listener, opts, make, until(Phase::Draining)));
             }
         }
         let make = move |_| handler(backchannel.clone(), backchannel::handle);
@@ -163,7 +171,12 @@ impl Gateway {
             make,
             until(Phase::Aborting),
         ));
-        last.spawn(crate::tunnel::serve(l.ssh, core.clone(), host_key));
+        last.spawn(crate::tunnel::serve(
+            l.ssh,
+            core.clone(),
+            host_key,
+            workers.clone(),
+        ));
         last.spawn(crate::core::refresh_loop(core.clone()));
         if let Some(c) = cluster {
             last.spawn(cluster::membership_loop(core.clone(), c.clone()));
@@ -198,6 +211,10 @@ impl Gateway {
         {
             tracing::warn!(left = core.tasks().len(), "tasks still running at exit");
         }
+        // What is left on the workers is dropped with them.
+        tokio::task::spawn_blocking(move || workers.stop())
+            .await
+            .ok();
         core.audit.flush(Duration::from_secs(5));
         tracing::info!("gateway stopped");
         Ok(())
@@ -262,6 +279,8 @@ fn serve_options(core: &Core, name: &'static str, tls: Option<TlsAcceptor>) -> S
         max_header_bytes: limits.max_header_bytes,
         max_headers: limits.max_headers,
         tasks: core.tasks().clone(),
+        workers: None,
+        steer: None,
         caps: crate::conn_guard::ConnCaps {
             total: limits.max_connections,
             per_source: limits.max_connections_per_source,

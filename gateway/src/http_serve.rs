@@ -5,12 +5,15 @@
 //! then drop what is left). Each connection gets its own service from `make`, told who the
 //! caller is.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures::future::Either;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -67,6 +70,28 @@ impl<S> ConnService for S where
 {
 }
 
+/// The worker a connection is best served on, from the first bytes it sent (peeked, so they
+/// stay for hyper); `None`: where it was accepted. See `front::steer`.
+pub type Steer = Arc<dyn Fn(&[u8]) -> Option<usize> + Send + Sync>;
+
+/// The number of request headers hyper allows when not told otherwise.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// How long a new connection's first bytes are waited for to pick its worker.
+const STEER_WAIT: Duration = Duration::from_millis(50);
+/// How many of a connection's first bytes are peeked at to pick its worker.
+const STEER_PEEK: usize = 2048;
+
+/// The worker `steer` picks for `tcp` from the bytes it has sent so far.
+async fn steered(tcp: &TcpStream, steer: &Steer) -> Option<usize> {
+    let mut head = [0u8; STEER_PEEK];
+    let n = tokio::time::timeout(STEER_WAIT, tcp.peek(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    steer(&head[..n])
+}
+
 /// Settings of one HTTP listener.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -84,6 +109,10 @@ pub struct ServeOptions {
     pub max_headers: usize,
     /// Where connection tasks are tracked.
     pub tasks: TaskTracker,
+    /// The worker runtimes connections are served on; `None`: on the listener's own runtime.
+    pub workers: Option<crate::workers::Workers>,
+    /// Picks a connection's worker from the first bytes it sent (see [`Steer`]).
+    pub steer: Option<Steer>,
     /// Caps on open connections.
     pub caps: ConnCaps,
     /// How long a connection may be idle (nothing started or in flight) before it is closed.
@@ -140,21 +169,38 @@ pub async fn serve<M, S>(
             idle: opts.idle_timeout,
             timed_out: (opts.timed_out.clone(), opts.name),
         };
-        let task = serve_conn(
-            tcp,
-            opts.tls.clone(),
-            builder.clone(),
-            service,
-            (drain.clone(), guard),
-        );
-        opts.tasks.spawn(
-            conns
-                .track_future(async move {
-                    task.await;
-                    drop(slot);
-                })
-                .instrument(span),
-        );
+        let (tls, builder, drain) = (opts.tls.clone(), builder.clone(), drain.clone());
+        let task = move |tcp| {
+            async move {
+                serve_conn(tcp, tls, builder, service, (drain, guard)).await;
+                drop(slot);
+            }
+            .instrument(span)
+        };
+        match &opts.workers {
+            Some(workers) => {
+                let conns = conns.clone();
+                let serve = move |tcp| conns.track_future(task(tcp));
+                match opts.steer.clone() {
+                    None => workers.spawn_connection(&opts.tasks, tcp, serve),
+                    Some(steer) => {
+                        // Peeked on the worker that took it; moved to the tunnel's if another.
+                        let (to, tasks) = (workers.clone(), opts.tasks.clone());
+                        workers.spawn_connection(&opts.tasks, tcp, move |tcp| async move {
+                            match steered(&tcp, &steer).await {
+                                Some(i) if Some(i) != crate::workers::current() => {
+                                    to.spawn_connection_to(i, &tasks, tcp, serve)
+                                }
+                                _ => serve(tcp).await,
+                            }
+                        });
+                    }
+                }
+            }
+            None => {
+                opts.tasks.spawn(conns.track_future(task(tcp)));
+            }
+        }
     }
     drop(listener);
     tracing::info!(listener = opts.name, "stopped accepting; draining");
@@ -173,13 +219,18 @@ pub async fn serve<M, S>(
 
 fn builder(opts: &ServeOptions) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
         .max_buf_size(opts.max_header_bytes)
-        .max_headers(opts.max_headers)
         .keep_alive(true);
+    // hyper refuses past 100 headers by itself; setting a limit (even 100) makes it parse every
+    // request head into a heap vector of that many slots, filled one by one (1,500
+    // instructions a request), instead of its array on the stack.
+    if opts.max_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(opts.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -223,6 +274,24 @@ async fn serve_conn<S: ConnService>(
     }
 }
 
+/// Call the connection's stack itself, not a clone of it: its layers are always ready, and
+/// `oneshot` on a clone for each request costs a reference count in every layer and loses what
+/// a layer keeps for the connection (the last API key's digest). The borrow ends with `call`,
+/// which only builds the future, so HTTP/2's concurrent streams never overlap in it; a stack
+/// that is not ready (none is today) is served on a clone that waits for readiness.
+fn call_in_place<S: ConnService>(
+    service: &RefCell<S>,
+    req: Request<Incoming>,
+) -> Either<S::Future, tower::util::Oneshot<S, Request<Incoming>>> {
+    let mut service = service.borrow_mut();
+    let mut ready = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut ready) {
+        Poll::Ready(Ok(())) => Either::Left(service.call(req)),
+        Poll::Ready(Err(never)) => match never {},
+        Poll::Pending => Either::Right(service.clone().oneshot(req)),
+    }
+}
+
 async fn serve_http<IO, S>(
     io: IO,
     builder: &Builder<TokioExecutor>,
@@ -240,6 +309,7 @@ where
     let io = watched(io, framing.0.clone(), upgraded.clone());
     // What each answer reports to, behind one `Arc`: one reference count per request.
     let answers = Arc::new((activity.clone(), upgraded));
+    let service = RefCell::new(service);
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Only then: no per-request allocation on the common path. The watcher sees the bytes
         // before hyper parses them, so the ambiguous request itself is already marked.
@@ -249,7 +319,7 @@ where
         let method = req.method().clone();
         answers.0.started();
         let answers = answers.clone();
-        let response = service.clone().oneshot(req);
+        let response = call_in_place(&service, req);
         async move {
             let response = response.await?;
             let (activity, upgraded) = &*answers;

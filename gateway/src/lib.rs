@@ -25,6 +25,7 @@ mod shutdown;
 pub mod store;
 mod tls;
 mod tunnel;
+mod workers;
 
 pub use error::GatewayError;
 pub use gateway::{run, Gateway};

@@ -201,23 +201,13 @@ fn main() -> Result<()> {
     runtime()?.block_on(async_main())
 }
 
-/// The tokio runtime: multi-threaded by default; `G2C_WORKER_THREADS=N` pins the worker count
-/// (1 = a single-threaded runtime, the cheapest on small machines).
+/// The control runtime: one thread for the listeners' accept loops, the admin API, the
+/// backchannel, the store and the cluster's loops. Connections are served on the worker
+/// runtimes the gateway starts (one per core, or `G2C_WORKER_THREADS=N`; see `workers.rs`).
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    let threads: usize = std::env::var("G2C_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if threads > 1 {
-            b.worker_threads(threads);
-        }
-        b
-    };
-    Ok(builder.enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn async_main() -> Result<()> {

@@ -153,6 +153,22 @@ fn small_limits(c: &mut g2c_gateway::config::GatewayConfig) {
     c.limits.registration_max_inflight = 2;
 }
 
+/// The default limit of 100 headers is hyper's own (the test above); a configured one other
+/// than that is applied to every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_header_count_limit_holds() {
+    let f = front(Some(|c| c.limits.max_headers = 8)).await;
+    let head = format!(
+        "GET /r/{}/ HTTP/1.1\r\nHost: gw\r\nG2C-Key: {}\r\nConnection: close\r\n",
+        f.id, f.key
+    );
+    let extra = |n: usize| (0..n).map(|i| format!("X-H{i}: v\r\n")).collect::<String>();
+    let (status, _) = raw(f.gw.http(), format!("{head}{}\r\n", extra(6)).as_bytes()).await;
+    assert_eq!(status, 431, "3 + 6 headers are past 8");
+    let (status, text) = raw(f.gw.http(), format!("{head}{}\r\n", extra(4)).as_bytes()).await;
+    assert_eq!(status, 200, "3 + 4 headers are within 8: {text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_and_bodies_get_431_and_413() {
     let f = front(Some(small_limits)).await;

@@ -56,7 +56,12 @@ impl AuthSnapshot {
 
     /// The live key matching this plaintext secret, with its lease, if any.
     pub fn key(&self, secret: &str) -> Option<&LiveKey> {
-        self.keys_by_digest.get(&digest_secret(secret))
+        self.key_by_digest(&digest_secret(secret))
+    }
+
+    /// The live key whose secret has this digest ([`digest_secret`]), if any.
+    pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<&LiveKey> {
+        self.keys_by_digest.get(digest)
     }
 }
 

@@ -93,6 +93,14 @@ impl Core {
         self.tasks.spawn(task.instrument(span));
     }
 
+    /// [`Core::spawn`] on the runtime of `handle` (a worker's, see [`crate::workers`]).
+    pub fn spawn_on<F>(&self, handle: &tokio::runtime::Handle, span: tracing::Span, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        handle.spawn(self.tasks.track_future(task.instrument(span)));
+    }
+
     /// The tracker of every task the gateway spawned.
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks

@@ -45,6 +45,12 @@ pub struct AgentSession {
     pub go_away: tokio_util::sync::CancellationToken,
     /// Where the session's own small tasks (the SSH disconnect) are tracked.
     pub tasks: TaskTracker,
+    /// The worker runtime its tunnel runs on ([`crate::workers`]): the pooled connections to
+    /// the agent are driven there too, so their wake-ups stay on one thread.
+    pub runtime: tokio::runtime::Handle,
+    /// That worker's index (`None` off the workers, in unit tests): callers for this
+    /// registration are steered to it.
+    pub worker: Option<usize>,
 }
 
 /// A session came up or went away.

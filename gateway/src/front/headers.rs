@@ -2,6 +2,7 @@
 //! `X-Forwarded-*` and a request id in.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use g2c_proto::http1::HOP_BY_HOP;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE};
@@ -82,30 +83,69 @@ pub fn framing_problem(headers: &HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// The hop-by-hop headers as typed names (comparing a standard name is comparing a number,
+/// where removing by string parses and hashes it again), with their [`lengths`].
+static HOP_BY_HOP_NAMES: LazyLock<(Vec<HeaderName>, u64)> = LazyLock::new(|| {
+    let names: Vec<HeaderName> = HOP_BY_HOP
+        .iter()
+        .map(|n| HeaderName::from_static(n))
+        .collect();
+    let lengths = lengths(&names);
+    (names, lengths)
+});
+
+/// Bit `n` set when one of `names` is `n` bytes long: a header of any other length is none of
+/// them, known without comparing it with each. (Every name listed is shorter than 64.)
+fn lengths(names: &[HeaderName]) -> u64 {
+    names.iter().fold(0, |bits, n| {
+        bits | 1u64.checked_shl(n.as_str().len() as u32).unwrap_or(0)
+    })
+}
+
+/// Headers only the gateway reads: never passed to the app.
+const GATEWAY_ONLY: [HeaderName; 3] = [KEY_HEADER, REGISTRATION_HEADER, SERVICE_HEADER];
+
 /// Remove hop-by-hop headers, including every header the `Connection` header nominates.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let nominated: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in nominated {
-        headers.remove(name);
+    strip(headers, &[]);
+}
+
+/// Remove hop-by-hop headers, the ones `Connection` nominates and `also`, in one pass over the
+/// names: most messages carry none of them, and then nothing is hashed or allocated.
+fn strip(headers: &mut HeaderMap, also: &[HeaderName]) {
+    let (hop_by_hop, hop_lengths) = &*HOP_BY_HOP_NAMES;
+    let any_length = hop_lengths | lengths(also);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut nominates = false;
+    for name in headers.keys() {
+        let length = 1u64.checked_shl(name.as_str().len() as u32).unwrap_or(0);
+        if any_length & length == 0 {
+            continue;
+        }
+        nominates |= name == CONNECTION;
+        if hop_by_hop.contains(name) || also.contains(name) {
+            doomed.push(name.clone());
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    if nominates {
+        doomed.extend(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+        );
+    }
+    for name in doomed {
+        headers.remove(name);
     }
 }
 
 /// Prepare a caller's headers for the app: strip hop-by-hop and gateway-only headers, keep the
 /// upgrade handshake if there is one.
 pub fn prepare_request(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    strip_hop_by_hop(headers);
-    headers.remove(KEY_HEADER);
-    headers.remove(REGISTRATION_HEADER);
-    headers.remove(SERVICE_HEADER);
+    strip(headers, &GATEWAY_ONLY);
     if let Some(proto) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, proto.clone());
@@ -128,11 +168,18 @@ pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
 /// caller is not a trusted proxy.
 pub const CALLER_REQUEST_ID: HeaderName = HeaderName::from_static("x-caller-request-id");
 
+/// The caller's address as an `X-Forwarded-For` value: made once per connection, cloned (a
+/// reference count) into each of its requests.
+pub fn forwarded_for(caller: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&caller.to_string()).expect("an IP address is a valid header value")
+}
+
 /// Set `X-Forwarded-For` (appended to what a trusted proxy sent; from anyone else replaced:
 /// an untrusted caller's claim of where it came from is no fact), `-Proto`, `-Host`.
+/// `caller` is [`forwarded_for`] of the caller's address.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    caller: IpAddr,
+    caller: &HeaderValue,
     trusted_proxy: bool,
     tls: bool,
     host: Option<&str>,
@@ -142,10 +189,12 @@ pub fn add_forwarded(
         .then(|| headers.get(&XFF).and_then(|v| v.to_str().ok()))
         .flatten();
     let xff = match prev {
-        Some(prev) => format!("{prev}, {caller}"),
-        None => caller.to_string(),
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", caller.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(caller.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(XFF, v);
     }
     headers.insert(
@@ -220,20 +269,15 @@ mod tests {
     fn forwarded_for_is_replaced_unless_the_peer_is_trusted() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, false, None);
+        let me = forwarded_for("127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &me, false, false, None);
         assert_eq!(
             h["x-forwarded-for"], "127.0.0.1",
             "a caller's claim is dropped"
         );
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        add_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            true,
-            true,
-            Some("a.example"),
-        );
+        add_forwarded(&mut h, &me, true, true, Some("a.example"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a.example");

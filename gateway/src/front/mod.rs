@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod revoke;
 pub mod route;
+pub mod steer;
 
 use std::sync::Arc;
 
@@ -127,8 +128,5 @@ pub fn stack(front: &Arc<Front>, conn: ConnInfo) -> impl ConnService {
         .layer(TimeoutLayer {
             limit: limits.upstream_timeout(),
         })
-        .service(proxy::Proxy {
-            front: front.clone(),
-            conn,
-        })
+        .service(proxy::Proxy::new(front.clone(), conn))
 }

@@ -198,7 +198,7 @@ pub async fn send_remote(
         _open: open.0,
         _peer: Some(open.1),
     };
-    let mut sender = handshake(core, io, registration, "http")
+    let mut sender = handshake(core, None, io, registration, "http")
         .await
         .map_err(SendError::Connect)?;
     match sender.try_send_request(req).await {
@@ -225,12 +225,14 @@ async fn connect(
         _open: GaugeGuard::new(core.metrics.active_streams.with_label_values(&[reg])),
         _peer: None,
     };
-    handshake(core, io, reg, service).await
+    handshake(core, Some(&session.runtime), io, reg, service).await
 }
 
-/// Start HTTP/1.1 on a data stream, its connection driven by a task of the gateway.
+/// Start HTTP/1.1 on a data stream, its connection driven by a task of the gateway: on
+/// `runtime` (the tunnel's worker) when given, else on the current one.
 async fn handshake(
     core: &Core,
+    runtime: Option<&tokio::runtime::Handle>,
     io: TunnelIo,
     reg: &str,
     service: &str,
@@ -244,11 +246,15 @@ async fn handshake(
             detail: format!("HTTP/1.1 handshake on the data stream failed: {e}"),
         })?;
     let span = tracing::debug_span!("upstream", registration = reg);
-    core.spawn(span, async move {
+    let drive = async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
-    });
+    };
+    match runtime {
+        Some(runtime) => core.spawn_on(runtime, span, drive),
+        None => core.spawn(span, drive),
+    }
     Ok(sender)
 }
 

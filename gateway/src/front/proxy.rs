@@ -33,9 +33,23 @@ use crate::error::RequestError;
 #[derive(Clone)]
 pub struct Proxy {
     /// The front door's state.
-    pub front: Arc<Front>,
+    front: Arc<Front>,
     /// The caller's connection.
-    pub conn: ConnInfo,
+    conn: ConnInfo,
+    /// The caller's address as an `X-Forwarded-For` value, made once for all its requests.
+    forwarded_for: HeaderValue,
+}
+
+impl Proxy {
+    /// The proxy service of the caller's connection `conn`.
+    pub fn new(front: Arc<Front>, conn: ConnInfo) -> Self {
+        let forwarded_for = headers::forwarded_for(conn.peer.ip());
+        Proxy {
+            front,
+            conn,
+            forwarded_for,
+        }
+    }
 }
 
 impl tower::Service<Request<Incoming>> for Proxy {
@@ -48,13 +62,19 @@ impl tower::Service<Request<Incoming>> for Proxy {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(proxy(self.front.clone(), self.conn, req))
+        Box::pin(proxy(
+            self.front.clone(),
+            self.conn,
+            self.forwarded_for.clone(),
+            req,
+        ))
     }
 }
 
 async fn proxy(
     front: Arc<Front>,
     conn: ConnInfo,
+    forwarded_for: HeaderValue,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, RequestError> {
     let (Some(target), Some(tunnel), Some(facts), Some(KeyLease(lease))) = (
@@ -78,8 +98,13 @@ async fn proxy(
     let caller_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let fault = Arc::new(AtomicU8::new(0));
     let max_body = front.core.config.limits.max_body_bytes;
-    let upstream_req = rewrite(req, target.rewritten, conn, upgrade.as_ref())
-        .map(|body| CallerBody::new(body, facts, max_body, fault.clone()));
+    let upstream_req = rewrite(
+        req,
+        target.rewritten,
+        (conn, &forwarded_for),
+        upgrade.as_ref(),
+    )
+    .map(|body| CallerBody::new(body, facts, max_body, fault.clone()));
 
     let upstream = match &tunnel {
         Tunnel::Local(session) => Upstream::Local(session, front.pools.get(session)),
@@ -163,7 +188,7 @@ enum Upstream<'a> {
 fn rewrite<B>(
     req: Request<B>,
     rewritten: Option<http::uri::PathAndQuery>,
-    conn: ConnInfo,
+    (conn, forwarded_for): (ConnInfo, &HeaderValue),
     upgrade: Option<&HeaderValue>,
 ) -> Request<B> {
     let (mut parts, body) = req.into_parts();
@@ -186,7 +211,7 @@ fn rewrite<B>(
     }
     headers::add_forwarded(
         &mut parts.headers,
-        conn.peer.ip(),
+        forwarded_for,
         conn.trusted_proxy,
         conn.tls,
         host.as_deref(),
@@ -238,7 +263,8 @@ mod tests {
             tls: true,
             trusted_proxy: false,
         };
-        let out = rewrite(req, Some("/x?y=1".parse().unwrap()), conn, None);
+        let xff = headers::forwarded_for(conn.peer.ip());
+        let out = rewrite(req, Some("/x?y=1".parse().unwrap()), (conn, &xff), None);
         assert_eq!(out.uri(), "/x?y=1");
         assert_eq!(out.headers()["host"], "gw.example:8000");
         assert_eq!(out.headers()["authorization"], "Bearer app");

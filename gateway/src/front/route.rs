@@ -1,21 +1,21 @@
 //! Which registration a request is for, and which API key it carries. Pure functions over the
 //! request head, so every routing rule is unit-tested without sockets.
 
-use http::header::{HeaderMap, HOST};
+use http::header::{HeaderMap, HeaderName, HOST};
 use http::uri::PathAndQuery;
 use http::Uri;
 
 use crate::error::RequestError;
 
 /// Header naming the registration explicitly.
-pub const REGISTRATION_HEADER: &str = "g2c-registration";
+pub const REGISTRATION_HEADER: HeaderName = HeaderName::from_static("g2c-registration");
 /// Header naming the agent's HTTP service, when the host label or path did not.
-pub const SERVICE_HEADER: &str = "g2c-service";
+pub const SERVICE_HEADER: HeaderName = HeaderName::from_static("g2c-service");
 /// Separates a service from its registration in a host label or path segment:
 /// `<svc>--<id>.<base_domain>` stays one DNS label, so one wildcard certificate covers it.
 pub const SERVICE_SEPARATOR: &str = "--";
 /// Header carrying the API key (alternative to `Proxy-Authorization: Bearer`).
-pub const KEY_HEADER: &str = "g2c-key";
+pub const KEY_HEADER: HeaderName = HeaderName::from_static("g2c-key");
 
 /// The registration a request targets (a request extension from the route layer on), the
 /// service it asked for, and, for `/r/<id>/...` requests, the path the app sees.
@@ -189,16 +189,13 @@ mod tests {
         assert_eq!(strip_port("a.example:80"), "a.example");
     }
 
-    fn req(host: Option<&str>, uri: &str, extra: &[(&str, &str)]) -> (HeaderMap, Uri) {
+    fn req(host: Option<&str>, uri: &str, extra: &[(HeaderName, &str)]) -> (HeaderMap, Uri) {
         let mut h = HeaderMap::new();
         if let Some(host) = host {
             h.insert(HOST, host.parse().unwrap());
         }
         for (k, v) in extra {
-            h.insert(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            h.insert(k.clone(), v.parse().unwrap());
         }
         (h, uri.parse().unwrap())
     }
@@ -311,13 +308,21 @@ mod tests {
 
     #[test]
     fn keys_from_both_headers() {
-        let (h, _) = req(None, "/", &[("proxy-authorization", "Bearer  k1 ")]);
+        let (h, _) = req(
+            None,
+            "/",
+            &[(http::header::PROXY_AUTHORIZATION, "Bearer  k1 ")],
+        );
         assert_eq!(api_key(&h), Some("k1"));
         let (h, _) = req(None, "/", &[(KEY_HEADER, "k2")]);
         assert_eq!(api_key(&h), Some("k2"));
-        let (h, _) = req(None, "/", &[("proxy-authorization", "Basic xyz")]);
+        let (h, _) = req(
+            None,
+            "/",
+            &[(http::header::PROXY_AUTHORIZATION, "Basic xyz")],
+        );
         assert_eq!(api_key(&h), None);
-        let (h, _) = req(None, "/", &[("authorization", "Bearer app")]);
+        let (h, _) = req(None, "/", &[(http::header::AUTHORIZATION, "Bearer app")]);
         assert_eq!(
             api_key(&h),
             None,

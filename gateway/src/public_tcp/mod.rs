@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use dashmap::DashMap;
 use g2c_proto::{ServiceDecl, ServiceKind};
@@ -269,6 +270,15 @@ async fn accept_loop(
             port,
             id,
         };
-        core.spawn(span, conn.relay(via, tcp));
+        match &via {
+            // Served on the tunnel's worker, its socket moved there ([`crate::workers`]).
+            Via::Local(session) => {
+                let runtime = session.runtime.clone();
+                crate::workers::spawn_connection_on(&runtime, core.tasks(), tcp, move |tcp| {
+                    conn.relay(via, tcp).instrument(span)
+                });
+            }
+            Via::Remote(..) => core.spawn(span, conn.relay(via, tcp)),
+        }
     }
 }

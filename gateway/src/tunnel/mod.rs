@@ -13,6 +13,7 @@ mod stage;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use g2c_proto::tuning;
 use russh::keys::PrivateKey;
@@ -51,7 +52,12 @@ pub fn server_config(host_key: PrivateKey) -> russh::server::Config {
 /// `limits.ssh_max_unauthenticated`, is closed; so is an authenticated one without its forward
 /// by `limits.ssh_forward_timeout_secs`. A registration holds at most
 /// `limits.ssh_max_sessions_per_registration` sessions.
-pub async fn serve(listener: TcpListener, core: Arc<Core>, host_key: PrivateKey) {
+pub async fn serve(
+    listener: TcpListener,
+    core: Arc<Core>,
+    host_key: PrivateKey,
+    workers: crate::workers::Workers,
+) {
     let config = Arc::new(server_config(host_key));
     let unauthenticated = preauth::PreAuth::new(core.config.limits.ssh_max_unauthenticated);
     let counts = Arc::new(SessionCounts::default());
@@ -70,8 +76,12 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, host_key: PrivateKey)
         let evicted = ticket.evicted.clone();
         let (stage, watch) = tokio::sync::watch::channel(Stage::Connected);
         let handler = TunnelHandler::new(core.clone(), peer, ticket, stage, counts.clone());
-        let conn = connection(core.clone(), config.clone(), tcp, handler, evicted, watch);
-        core.spawn(tracing::info_span!("ssh", %peer), conn);
+        let (core2, config) = (core.clone(), config.clone());
+        let span = tracing::info_span!("ssh", %peer);
+        // The tunnel and everything it spawns run on one worker ([`crate::workers`]).
+        workers.spawn_connection(core.tasks(), tcp, move |tcp| {
+            connection(core2, config, tcp, handler, evicted, watch).instrument(span)
+        });
     }
 }
 

@@ -79,6 +79,8 @@ pub(super) fn new_session(
         health: Default::default(),
         go_away: Default::default(),
         tasks: core.tasks().clone(),
+        runtime: tokio::runtime::Handle::current(),
+        worker: crate::workers::current(),
     })
 }
 

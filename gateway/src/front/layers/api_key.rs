@@ -16,7 +16,7 @@ use crate::core::Core;
 use crate::error::RequestError;
 use crate::front::record::Facts;
 use crate::front::route::api_key;
-use crate::store::ApiKeyInfo;
+use crate::store::{digest_secret, ApiKeyInfo};
 
 /// The authentication layer.
 #[derive(Clone)]
@@ -31,6 +31,7 @@ impl<S> Layer<S> for ApiKeyLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ApiKey {
             core: self.core.clone(),
+            last: None,
             inner,
         }
     }
@@ -40,6 +41,11 @@ impl<S> Layer<S> for ApiKeyLayer {
 #[derive(Clone)]
 pub struct ApiKey<S> {
     core: Arc<Core>,
+    /// The secret this connection presented last, with its digest: a keep-alive caller sends
+    /// the same key with every request, and hashing it again was the largest single cost of
+    /// authenticating one. Only the digest is looked up, so a revoked key is refused at once.
+    /// (The serve loop calls the connection's stack in place, so this lasts the connection.)
+    last: Option<(Box<str>, [u8; 32])>,
     inner: S,
 }
 
@@ -67,7 +73,7 @@ where
         let snapshot = self.core.auth.snapshot();
         let (key, missed) = match api_key(req.headers()) {
             None => (None, None),
-            Some(secret) => match snapshot.key(secret) {
+            Some(secret) => match snapshot.key_by_digest(&self.digest(secret)) {
                 Some(k) => (Some(k), None),
                 None => (None, Some(secret.to_owned())),
             },
@@ -91,6 +97,19 @@ where
 }
 
 impl<S> ApiKey<S> {
+    /// The digest of `secret`, computed once per connection for as long as it keeps sending
+    /// the same one. (Comparing with the caller's own last secret tells it nothing new.)
+    fn digest(&mut self, secret: &str) -> [u8; 32] {
+        match &self.last {
+            Some((last, digest)) if **last == *secret => *digest,
+            _ => {
+                let digest = digest_secret(secret);
+                self.last = Some((secret.into(), digest));
+                digest
+            }
+        }
+    }
+
     /// Admit or refuse the request with `key` (the live key it carries, if any).
     fn decide<B>(
         &mut self,
@@ -178,6 +197,7 @@ mod tests {
     use super::*;
     use crate::front::layers::testing::{call, fixture, inner, request};
     use crate::front::route::Target;
+    use tower::ServiceExt;
 
     fn targeted(reg: &str, key: Option<&str>) -> Request<()> {
         let auth = key.map(|k| format!("Bearer {k}"));
@@ -264,5 +284,32 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), "forbidden");
         call(svc, targeted(&other, Some(&fresh))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeping_its_key_is_refused_once_the_key_is_revoked() {
+        let f = fixture(|_| {}).await;
+        let (svc, seen) = inner();
+        // One connection's stack, called in place as the serve loop does.
+        let mut svc = ApiKeyLayer {
+            core: f.core.clone(),
+        }
+        .layer(svc);
+        macro_rules! send {
+            ($key:expr) => {{
+                let req = targeted(&f.reg, Some($key));
+                let answer = svc.ready().await.unwrap().call(req).await;
+                answer.map(|_| "ok").unwrap_or_else(|e| e.code())
+            }};
+        }
+        assert_eq!(send!(&f.key), "ok");
+        assert_eq!(send!(&f.key), "ok");
+        assert_eq!(send!("another"), "unauthorized", "the cache holds one key");
+        assert_eq!(send!(&f.key), "ok");
+        let id = f.core.auth.snapshot().key(&f.key).unwrap().info.id.clone();
+        f.core.store.revoke_key(&id).await.unwrap();
+        f.core.auth.refresh().await.unwrap();
+        assert_eq!(send!(&f.key), "unauthorized");
+        assert_eq!(seen.lock().unwrap().len(), 3);
     }
 }

@@ -151,13 +151,16 @@ pub(crate) mod testing {
     /// The requests that reached the inner service.
     pub type Seen = Arc<Mutex<Vec<Request<()>>>>;
 
+    /// What a layer under test answers.
+    pub type Answer = Result<Response<ProxyBody>, RequestError>;
+
     /// An inner service answering 200 and keeping what it got.
     pub fn inner() -> (
         impl Service<
                 Request<()>,
                 Response = Response<ProxyBody>,
                 Error = RequestError,
-                Future = impl Send,
+                Future = impl std::future::Future<Output = Answer> + Send,
             > + Clone,
         Seen,
     ) {

@@ -102,7 +102,9 @@ fn new_request_id() -> HeaderValue {
     use rand::RngCore;
     let mut b = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut b);
-    HeaderValue::from_str(&hex::encode(b)).expect("hex is a valid header")
+    let mut hex = [0u8; 16];
+    hex::encode_to_slice(b, &mut hex).expect("16 bytes hold 8 in hex");
+    HeaderValue::from_bytes(&hex).expect("hex is a valid header")
 }
 
 pin_project_lite::pin_project! {
