@@ -6,8 +6,8 @@
 #   relay2  sysbench → g2c-plain-relay → g2c-plain-relay → MariaDB: the ceiling. Two bare
 #           relays (no crypto, no mux) cost what any two-process tunnel must at least cost on
 #           this machine, so tunnel/relay2 is how close we are to that floor.
-#   ssh -R  (G2C_BENCH_SSH=1) OpenSSH: a private sshd on a free loopback port (gateway side)
-#           and `ssh -R` (agent side), the peer tunnel users compare us with.
+#   peers   (G2C_BENCH_PEERS="rathole rathole-noise ssh-R bore", any of them) the tunnels users
+#           compare us with, from scripts/peers.sh; G2C_BENCH_SSH=1 is short for "ssh-R".
 # Prints QPS medians and ratios to direct. Not a test: numbers on a shared machine are noisy.
 #
 #   scripts/bench-mysql.sh [ROUNDS=3] [SECONDS=10]
@@ -24,15 +24,18 @@ threads=${SB_THREADS:-8}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
+peers=${G2C_BENCH_PEERS:-}
+[[ -n "${G2C_BENCH_SSH:-}" ]] && peers+=" ssh-R"
 need=()
 pkgs=(mariadb-server mariadb-client sysbench)
-[[ -n "${G2C_BENCH_SSH:-}" ]] && pkgs+=(openssh-server openssh-client)
 for pkg in "${pkgs[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 cargo build --release --workspace --bins
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
+# The gateway and agent we ship (scripts/dist.sh), or those in G2C_BENCH_BIN=DIR.
+tunnel_bin="${G2C_BENCH_BIN:-$(scripts/dist.sh)}"
 
 db_cpu=(); relay_cpu=(); mode="shared CPUs"
 if [[ -n "${G2C_BENCH_PIN:-}" ]]; then
@@ -70,15 +73,15 @@ listen = "127.0.0.1:0"
 [tcp]
 bind = "127.0.0.1"
 TOML
-G2C_LOG=warn "${relay_cpu[@]}" "$bin/g2c-gateway" -c "$work/gateway.toml" run --ready-file "$work/ready" 2>"$work/gw.log" &
+G2C_LOG=warn "${relay_cpu[@]}" "$tunnel_bin/g2c-gateway" -c "$work/gateway.toml" run --ready-file "$work/ready" 2>"$work/gw.log" &
 pids+=($!)
 wait_for "[ -s $work/ready ]"
 bc=$(python3 -c "import json; print(json.load(open('$work/ready'))['backchannel'])")
-token=$("$bin/g2c-gateway" -c "$work/gateway.toml" token create)
-"$bin/g2c-agent" -c "$work/agent.toml" register --backchannel "http://$bc" --token "$token" --tcp-service "db=127.0.0.1:$db_port" >/dev/null
+token=$("$tunnel_bin/g2c-gateway" -c "$work/gateway.toml" token create)
+"$tunnel_bin/g2c-agent" -c "$work/agent.toml" register --backchannel "http://$bc" --token "$token" --tcp-service "db=127.0.0.1:$db_port" >/dev/null
 reg=$(python3 -c "import tomllib; print(tomllib.load(open('$work/agent.toml','rb'))['registration_id'])")
-tunnel_port=$("$bin/g2c-gateway" -c "$work/gateway.toml" --json registration allow "$reg" db 127.0.0.1/32 | python3 -c "import json,sys; print(json.load(sys.stdin)['port'])")
-G2C_LOG=warn "${relay_cpu[@]}" "$bin/g2c-agent" -c "$work/agent.toml" run 2>"$work/agent.log" &
+tunnel_port=$("$tunnel_bin/g2c-gateway" -c "$work/gateway.toml" --json registration allow "$reg" db 127.0.0.1/32 | python3 -c "import json,sys; print(json.load(sys.stdin)['port'])")
+G2C_LOG=warn "${relay_cpu[@]}" "$tunnel_bin/g2c-agent" -c "$work/agent.toml" run 2>"$work/agent.log" &
 pids+=($!)
 wait_for "mysql_up $tunnel_port"
 
@@ -95,24 +98,16 @@ wait_for "mysql_up $relay_port"
 legs=(direct tunnel relay2)
 declare -A port=([direct]=$db_port [tunnel]=$tunnel_port [relay2]=$relay_port)
 
-# --- OpenSSH ssh -R ----------------------------------------------------------------------------
-if [[ -n "${G2C_BENCH_SSH:-}" ]]; then
-  sshd_port=$(free_port); ssh_port=$(free_port)
-  ssh-keygen -q -t ed25519 -N '' -f "$work/ssh_host" && ssh-keygen -q -t ed25519 -N '' -f "$work/ssh_user"
-  cp "$work/ssh_user.pub" "$work/authorized_keys"
-  mkdir -p /run/sshd
-  "${relay_cpu[@]}" /usr/sbin/sshd -D -e -f /dev/null -o Port="$sshd_port" -o ListenAddress=127.0.0.1 -o HostKey="$work/ssh_host" \
-    -o AuthorizedKeysFile="$work/authorized_keys" -o StrictModes=no -o UsePAM=no -o PidFile=none \
-    -o PermitRootLogin=prohibit-password -o AllowTcpForwarding=yes 2>"$work/sshd.log" &
-  sshd_pid=$!
-  pids+=($!)
-  wait_for "(echo >/dev/tcp/127.0.0.1/$sshd_port) 2>/dev/null"
-  "${relay_cpu[@]}" ssh -N -i "$work/ssh_user" -p "$sshd_port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-    -o ExitOnForwardFailure=yes -o LogLevel=error -R "127.0.0.1:$ssh_port:127.0.0.1:$db_port" "$(id -un)@127.0.0.1" &
-  pids+=($!)
-  wait_for "mysql_up $ssh_port"
-  legs+=("ssh -R")
-  port["ssh -R"]=$ssh_port
+# --- peers -------------------------------------------------------------------------------------
+if [[ -n $peers ]]; then
+  source "$root/scripts/peers.sh"
+  peers_install
+  for p in $peers; do
+    if peer_up "$p" "127.0.0.1:$db_port" "${relay_cpu[@]}"; then
+      wait_for "mysql_up $peer_port"
+      legs+=("$p"); port[$p]=$peer_port
+    fi
+  done
 fi
 
 # --- rounds ------------------------------------------------------------------------------------
@@ -134,8 +129,8 @@ for r in $(seq 1 "$rounds"); do
   echo "${line%,}" >&2
 done
 if [[ -n "${G2C_BENCH_CPU:-}" ]]; then
-  # sshd serves each connection from a child process.
-  cpu_pids=("${pids[@]}"); [[ -n "${sshd_pid:-}" ]] && cpu_pids+=($(pgrep -P "$sshd_pid"))
+  # sshd serves each connection from child processes.
+  cpu_pids=(); for p in "${pids[@]}"; do cpu_pids+=($(pgrep -P "$p") "$p"); done
   tck=$(getconf CLK_TCK)
   for p in "${cpu_pids[@]}"; do
     [[ -r /proc/$p/stat ]] && awk -v t="$tck" '{sub(/^[0-9]+ /, ""); printf "%-18s user %6.2f s  sys %6.2f s\n", $1, $13/t, $14/t}' "/proc/$p/stat" >&2
@@ -155,6 +150,6 @@ print("|---|---:|---:|")
 for leg, q in med.items():
     print(f"| {leg} | {q:.0f} | {q / d:.2f} |")
 print(f"tunnel / relay2 (share of the two-hop ceiling reached): {med['tunnel'] / med['relay2']:.2f}")
-if "ssh -R" in med:
-    print(f"tunnel / ssh -R: {med['tunnel'] / med['ssh -R']:.2f}")
+for leg in med.keys() - {"direct", "tunnel", "relay2"}:
+    print(f"tunnel / {leg}: {med['tunnel'] / med[leg]:.2f}")
 PY

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Side-by-side load benchmark: direct vs through gateway + agent, in the same run, on loopback.
-# Starts nginx (backend), a gateway and an agent, then measures in interleaved rounds:
-#   a. HTTP keep-alive req/s, 1 KiB body, 32 connections (wrk)
+# Starts nginx (backend), a gateway and an agent, and the peer tunnels of scripts/peers.sh
+# (rathole plain and Noise, ssh -R, bore) in front of the same nginx, then measures every leg in
+# turn within each of the interleaved rounds:
+#   a. HTTP keep-alive req/s, 1 KiB body, 32 connections (wrk), and its p99
 #   b. latency at concurrency 1, p50 and p99 (wrk --latency)
 #   c. 1 GiB download throughput (curl)
-#   d. MySQL sysbench oltp_read_only, 8 threads (scripts/bench-mysql.sh)
+#   d. MySQL sysbench oltp_read_only, 8 threads (scripts/bench-mysql.sh, the peers too)
 #   e. gateway RSS with 1,000 idle agents (real SSH sessions, one key each) and one agent's RSS
 #   f. bulk throughput over a 50 ms round trip (user-space delay proxy) vs plain TCP over it
 #   h. latency at concurrency 1 to an app that writes head and body in two writes with Nagle on
 #      (scripts/demo_app.py, Python's http.server), direct vs through the tunnel
 #   g. a cluster (scripts/cluster.sh --bench): entering through a node without the agent's tunnel
 #      (it forwards over the peer link) vs through the node that holds it, same nginx behind
-# and prints one table of medians with ratios to direct. Not a test: a shared 2-core machine is
-# noisy; compare ratios, not absolute numbers.
+# and the RSS of each tunnel's processes after a-c; prints a table of medians with ratios to
+# direct and one of every peer side by side (scripts/bench_table.py). Not a test: a shared
+# 2-core machine is noisy; compare ratios, not absolute numbers.
 #
-#   scripts/bench.sh [ROUNDS=3] [SECONDS=8]      BENCH_SKIP=d,e to leave parts out
+#   scripts/bench.sh [ROUNDS=3] [SECONDS=8]      BENCH_SKIP=d,e to leave parts out (p: the peers)
 set -euo pipefail
 rounds=${1:-3}
 secs=${2:-8}
@@ -30,11 +33,13 @@ if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-# G2C_BENCH_BIN=DIR measures the gateway and agent binaries in DIR instead (e.g. a build of
-# another commit, to compare two builds' ratios in runs made one after the other).
+# The helpers (delay proxy, idle agents, plain relay) from the release build; the gateway and
+# agent measured are the ones we ship (scripts/dist.sh: LTO, hot code laid out together), or
+# with G2C_BENCH_BIN=DIR the binaries in DIR (e.g. a build of another commit, to compare two
+# builds' ratios in runs made one after the other).
 cargo build --release --workspace --bins >&2
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
-tunnel_bin="${G2C_BENCH_BIN:-$bin}"
+tunnel_bin="${G2C_BENCH_BIN:-$(scripts/dist.sh)}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/g2c-bench.XXXXXX")
 pids=()
@@ -47,6 +52,11 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 1 600); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Where a process's RSS is: its own memory, and pages of its binary and libraries (shared with
+# the page cache and any other process running the same files).
+rss_split() {
+  awk '/RssAnon/ {a=$2} /RssFile/ {f=$2} END {printf "%.1f MiB anonymous + %.1f MiB file-backed", a/1024, f/1024}' "/proc/$1/status"
+}
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
 # --- backend: nginx serving 1 KiB, 256 MiB and 1 GiB files ----------------------------------
@@ -129,6 +139,7 @@ reg=$agent_reg key=$agent_key
 tunnel="http://$http/r/$reg"
 wait_for "curl -sf -o /dev/null -H 'G2C-Key: $key' $tunnel/1k"
 agent_idle_rss=$(rss_kib "$agent_pid")
+memory_split="idle agent: $(rss_split "$agent_pid")"
 
 # wrk_run runs in a subshell (process substitution): failed requests are counted in a file.
 wrk_run() { # url [wrk args...] -> prints requests/s; p50 ms; p99 ms
@@ -143,16 +154,36 @@ curl_speed() { # url -> MiB/s
     awk '{ if ($2 != 200) { print "download failed: " $2 > "/dev/stderr"; exit 1 } printf "%.1f\n", $1/1048576 }'
 }
 
-declare -a d_rps t_rps d_p50 t_p50 d_p99 t_p99 d_gib t_gib d_wan t_wan
+# --- peers: the same nginx behind rathole (plain, Noise), ssh -R and bore -------------------
+legs=(direct tunnel)
+declare -A base=([direct]="http://127.0.0.1:$ng_port" [tunnel]="$tunnel")
+if [[ $skip != *,p,* ]]; then
+  source "$root/scripts/peers.sh"
+  peers_install
+  for p in "${peer_names[@]}"; do
+    if peer_up "$p" "127.0.0.1:$ng_port"; then
+      legs+=("$p"); base[$p]="http://127.0.0.1:$peer_port"
+      wait_for "curl -sf -o /dev/null ${base[$p]}/1k"
+    fi
+  done
+fi
+
+# --- a-c. every leg in turn within each round; results are "leg figure value" lines ----------
+record() { echo "$1 $2 $3" >>"$work/results"; }
 for r in $(seq 1 "$rounds"); do
-  read -r x _ _ < <(wrk_run "http://127.0.0.1:$ng_port/1k" -t2 -c32); d_rps+=("$x")
-  read -r x _ _ < <(wrk_run "$tunnel/1k" -t2 -c32); t_rps+=("$x")
-  read -r _ a b < <(wrk_run "http://127.0.0.1:$ng_port/1k" -t1 -c1 --latency); d_p50+=("$a"); d_p99+=("$b")
-  read -r _ a b < <(wrk_run "$tunnel/1k" -t1 -c1 --latency); t_p50+=("$a"); t_p99+=("$b")
-  d_gib+=("$(curl_speed "http://127.0.0.1:$ng_port/1g")")
-  t_gib+=("$(curl_speed "$tunnel/1g")")
-  echo "round $r: req/s ${d_rps[-1]} / ${t_rps[-1]}; p50 ${d_p50[-1]} / ${t_p50[-1]} ms; 1 GiB ${d_gib[-1]} / ${t_gib[-1]} MiB/s" >&2
+  line="round $r:"
+  for leg in "${legs[@]}"; do
+    read -r x _ c < <(wrk_run "${base[$leg]}/1k" -t2 -c32 --latency); record "$leg" rps "$x"; record "$leg" p99_32 "$c"
+    read -r _ a b < <(wrk_run "${base[$leg]}/1k" -t1 -c1 --latency); record "$leg" p50 "$a"; record "$leg" p99 "$b"
+    g=$(curl_speed "${base[$leg]}/1g"); record "$leg" gib "$g"
+    line+=" $leg $x req/s p50 $a ms $g MiB/s;"
+  done
+  echo "$line" >&2
 done
+record tunnel rss $(( $(rss_kib "$gw_pid") + $(rss_kib "$agent_pid") ))
+for leg in "${legs[@]:2}"; do record "$leg" rss "$(peer_rss_kib "$leg")"; done
+agent_run_rss=$(rss_kib "$agent_pid")
+memory_split+="; gateway after the runs: $(rss_split "$gw_pid"); agent after the runs: $(rss_split "$agent_pid")"
 
 # --- f. wide-area link: 25 ms each way ---------------------------------------------------------
 if [[ $skip != *,f,* ]]; then
@@ -165,14 +196,13 @@ if [[ $skip != *,f,* ]]; then
   wan_reg=$agent_reg wan_key=$agent_key
   wait_for "curl -sf -o /dev/null -H 'G2C-Key: $wan_key' http://$http/r/$wan_reg/1k"
   for r in $(seq 1 "$rounds"); do
-    d_wan+=("$(curl_speed "http://127.0.0.1:$(cat "$work/p_web")/256m")")
-    t_wan+=("$(key=$wan_key curl_speed "http://$http/r/$wan_reg/256m")")
-    echo "round $r: 50 ms RTT bulk ${d_wan[-1]} / ${t_wan[-1]} MiB/s" >&2
+    a=$(curl_speed "http://127.0.0.1:$(cat "$work/p_web")/256m"); record direct wan "$a"
+    b=$(key=$wan_key curl_speed "http://$http/r/$wan_reg/256m"); record tunnel wan "$b"
+    echo "round $r: 50 ms RTT bulk $a / $b MiB/s" >&2
   done
 fi
 
 # --- h. an app that writes head and body apart (Nagle on): no delayed-ACK stalls -------------
-declare -a d_two t_two
 if [[ $skip != *,h,* ]]; then
   python3 scripts/demo_app.py "$work/two.port" 2>"$work/two-app.log" &
   pids+=($!)
@@ -182,9 +212,9 @@ if [[ $skip != *,h,* ]]; then
   two_reg=$agent_reg two_key=$agent_key
   wait_for "curl -sf -o /dev/null -H 'G2C-Key: $two_key' http://$http/r/$two_reg/"
   for r in $(seq 1 "$rounds"); do
-    read -r _ a _ < <(wrk_run "http://$two_app/" -t1 -c1 --latency); d_two+=("$a")
-    read -r _ a _ < <(key=$two_key wrk_run "http://$http/r/$two_reg/" -t1 -c1 --latency); t_two+=("$a")
-    echo "round $r: two-write app c=1 p50 ${d_two[-1]} / ${t_two[-1]} ms" >&2
+    read -r _ a _ < <(wrk_run "http://$two_app/" -t1 -c1 --latency); record direct two "$a"
+    read -r _ b _ < <(key=$two_key wrk_run "http://$http/r/$two_reg/" -t1 -c1 --latency); record tunnel two "$b"
+    echo "round $r: two-write app c=1 p50 $a / $b ms" >&2
   done
 fi
 
@@ -210,7 +240,7 @@ fi
 # --- d. MySQL ----------------------------------------------------------------------------------
 mysql_table=""
 if [[ $skip != *,d,* ]]; then
-  mysql_table=$(scripts/bench-mysql.sh "$rounds" "$secs" 2>/dev/null)
+  mysql_table=$(G2C_BENCH_BIN="$tunnel_bin" G2C_BENCH_PEERS="${legs[*]:2}" scripts/bench-mysql.sh "$rounds" "$secs" 2>/dev/null)
 fi
 
 # --- g. cluster: through a node without the tunnel vs through its holder -----------------------
@@ -223,33 +253,5 @@ if [[ $skip != *,g,* ]]; then
 fi
 
 failures=$(awk '{s += $1} END {print s + 0}' "$work/failed")
-python3 - "$failures" "$per_agent" "$agent_idle_rss" "$mysql_table" \
-  "${d_rps[*]}" "${t_rps[*]}" "${d_p50[*]}" "${t_p50[*]}" "${d_p99[*]}" "${t_p99[*]}" \
-  "${d_gib[*]}" "${t_gib[*]}" "${d_wan[*]:-}" "${t_wan[*]:-}" "${d_two[*]:-}" "${t_two[*]:-}" <<'PY'
-import re, statistics as st, sys
-failures, per_agent, agent_rss, mysql = sys.argv[1:5]
-cols = [[float(x) for x in a.split()] for a in sys.argv[5:]]
-d_rps, t_rps, d_p50, t_p50, d_p99, t_p99, d_gib, t_gib, d_wan, t_wan, d_two, t_two = cols
-m = lambda v: st.median(v) if v else float("nan")
-print("| figure | direct | tunnel | ratio / added | target |")
-print("|---|---|---|---|---|")
-print(f"| HTTP req/s, 1 KiB, 32 conns | {m(d_rps):,.0f} | {m(t_rps):,.0f} | {m(t_rps)/m(d_rps):.2f} | ≥ 0.50 |")
-print(f"| latency c=1 p50 (ms) | {m(d_p50):.3f} | {m(t_p50):.3f} | +{m(t_p50)-m(d_p50):.3f} ms | ≤ +0.15 ms |")
-print(f"| latency c=1 p99 (ms) | {m(d_p99):.3f} | {m(t_p99):.3f} | +{m(t_p99)-m(d_p99):.3f} ms | |")
-print(f"| 1 GiB download (MiB/s) | {m(d_gib):.0f} | {m(t_gib):.0f} | {m(t_gib)/m(d_gib):.2f} | ≥ 0.35 |")
-legs = dict(re.findall(r"^\| (direct|tunnel|relay2) \| (\d+) \|", mysql, re.M))
-if len(legs) == 3:
-    d, t, r = (int(legs[k]) for k in ("direct", "tunnel", "relay2"))
-    print(f"| MySQL sysbench QPS, 8 threads | {d:,} | {t:,} | {t/d:.2f} | ≥ 0.75 |")
-    print(f"| ↳ two bare relays, the floor of any two-hop tunnel | {d:,} | {r:,} | {r/d:.2f} | |")
-else:
-    print("| MySQL sysbench QPS, 8 threads | skipped | | | ≥ 0.75 |")
-print(f"| gateway RSS per idle agent (1,000 agents) | | {per_agent} KiB | | ≤ 100 KiB |")
-print(f"| one agent's idle RSS | | {int(agent_rss)/1024:.1f} MiB | | |")
-if d_wan:
-    print(f"| 50 ms RTT bulk, 256 MiB (MiB/s) | {m(d_wan):.1f} (plain TCP) | {m(t_wan):.1f} | {m(t_wan)/m(d_wan):.2f} | ≥ 0.80 |")
-if d_two:
-    print(f"| two-write app (Nagle on), c=1 p50 (ms) | {m(d_two):.3f} | {m(t_two):.3f} | {m(t_two)-m(d_two):+.3f} ms | no 40 ms stall |")
-print(f"\nfailed requests during load runs: {failures}")
-PY
+python3 scripts/bench_table.py "$work/results" "$failures" "$per_agent" "$agent_idle_rss" "$agent_run_rss" "$mysql_table" "$memory_split"
 [[ -z $cluster_table ]] || printf '\n%s\n' "$cluster_table"
