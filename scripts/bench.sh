@@ -60,37 +60,8 @@ rss_split() {
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
 # --- backend: nginx serving 1 KiB, 256 MiB and 1 GiB files ----------------------------------
-# nginx's workers drop to an unprivileged user: they must be able to read the files.
-chmod 0755 "$work"
-mkdir -p "$work/www" "$work/nginx"
-head -c 1024 /dev/urandom >"$work/www/1k"
-truncate -s 256M "$work/www/256m"
-truncate -s 1G "$work/www/1g"
-ng_port=$(free_port)
-cat >"$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $work/nginx/error.log warn;
-pid $work/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 10000000;
-  keepalive_timeout 120s;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server { listen 127.0.0.1:$ng_port; root $work/www; }
-}
-CONF
-nginx -c "$work/nginx.conf" -p "$work/nginx" &
-pids+=($!)
-wait_for "curl -sf -o /dev/null http://127.0.0.1:$ng_port/1k"
+source "$root/scripts/nginx_backend.sh"
+nginx_start 256M 1G
 
 # --- gateway + agent -------------------------------------------------------------------------
 cat >"$work/gateway.toml" <<TOML

@@ -21,32 +21,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 1 600); do eval "$1" && return 0; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
 
-chmod 0755 "$work"
-mkdir -p "$work/www" "$work/nginx"
-head -c 1024 /dev/urandom >"$work/www/1k"
-ng_port=$(free_port)
-cat >"$work/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-error_log $work/nginx/error.log warn;
-pid $work/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  tcp_nodelay on;
-  keepalive_requests 10000000;
-  keepalive_timeout 120s;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fastcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  server { listen 127.0.0.1:$ng_port; root $work/www; }
-}
-CONF
-nginx -c "$work/nginx.conf" -p "$work/nginx" &
-pids+=($!)
-wait_for "curl -sf -o /dev/null http://127.0.0.1:$ng_port/1k"
+source "$root/scripts/nginx_backend.sh"
+nginx_start
 
 source "$root/scripts/peers.sh"
 peers_install

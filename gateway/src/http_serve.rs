@@ -92,6 +92,32 @@ async fn steered(tcp: &TcpStream, steer: &Steer) -> Option<usize> {
     steer(&head[..n])
 }
 
+/// Serve the accepted `tcp` on a worker: the next one in turn, or with `steer`, the one its
+/// first request picks (peeked on the worker that took it, moved if it is another).
+fn to_worker<F, Fut>(
+    workers: &crate::workers::Workers,
+    steer: Option<Steer>,
+    tasks: &TaskTracker,
+    tcp: TcpStream,
+    serve: F,
+) where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(steer) = steer else {
+        return workers.spawn_connection(tasks, tcp, serve);
+    };
+    let (to, moved) = (workers.clone(), tasks.clone());
+    workers.spawn_connection(tasks, tcp, move |tcp| async move {
+        match steered(&tcp, &steer).await {
+            Some(i) if Some(i) != crate::workers::current() => {
+                to.spawn_connection_to(i, &moved, tcp, serve)
+            }
+            _ => serve(tcp).await,
+        }
+    });
+}
+
 /// Settings of one HTTP listener.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -177,28 +203,12 @@ pub async fn serve<M, S>(
             }
             .instrument(span)
         };
+        let conns = conns.clone();
+        let serve = move |tcp| conns.track_future(task(tcp));
         match &opts.workers {
-            Some(workers) => {
-                let conns = conns.clone();
-                let serve = move |tcp| conns.track_future(task(tcp));
-                match opts.steer.clone() {
-                    None => workers.spawn_connection(&opts.tasks, tcp, serve),
-                    Some(steer) => {
-                        // Peeked on the worker that took it; moved to the tunnel's if another.
-                        let (to, tasks) = (workers.clone(), opts.tasks.clone());
-                        workers.spawn_connection(&opts.tasks, tcp, move |tcp| async move {
-                            match steered(&tcp, &steer).await {
-                                Some(i) if Some(i) != crate::workers::current() => {
-                                    to.spawn_connection_to(i, &tasks, tcp, serve)
-                                }
-                                _ => serve(tcp).await,
-                            }
-                        });
-                    }
-                }
-            }
+            Some(workers) => to_worker(workers, opts.steer.clone(), &opts.tasks, tcp, serve),
             None => {
-                opts.tasks.spawn(conns.track_future(task(tcp)));
+                opts.tasks.spawn(serve(tcp));
             }
         }
     }

@@ -55,12 +55,20 @@ struct Direction {
     written: usize,
     /// The reader has ended.
     read_done: bool,
-    /// Written since the last flush.
-    need_flush: bool,
     /// The writer has been shut down: this direction is over.
     done: bool,
+    /// What went to the writer.
+    out: Output,
+}
+
+/// What one direction wrote: its own fields, so a write can borrow them while it reads from
+/// `pending`.
+#[derive(Debug, Default)]
+struct Output {
     /// Bytes copied.
     amount: u64,
+    /// Written since the last flush.
+    need_flush: bool,
 }
 
 impl Direction {
@@ -75,27 +83,24 @@ impl Direction {
         W: AsyncWrite + Unpin + ?Sized,
     {
         if self.done {
-            return Poll::Ready(Ok(self.amount));
+            return Poll::Ready(Ok(self.out.amount));
         }
-        let start = self.amount;
+        let start = self.out.amount;
         loop {
             // What the writer could not take before goes first.
             while self.written < self.pending.len() {
-                let n = ready!(self.write(cx, writer, Piece::Pending))?;
+                let n = ready!(self.out.write(cx, writer, &self.pending[self.written..]))?;
                 self.written += n;
             }
             self.pending.clear();
             self.written = 0;
             if self.read_done {
-                if self.need_flush {
-                    ready!(Pin::new(&mut *writer).poll_flush(cx))?;
-                    self.need_flush = false;
-                }
+                ready!(self.out.poll_flush(cx, writer))?;
                 ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
                 self.done = true;
-                return Poll::Ready(Ok(self.amount));
+                return Poll::Ready(Ok(self.out.amount));
             }
-            if self.amount - start >= PER_POLL {
+            if self.out.amount - start >= PER_POLL {
                 // A fast pair of streams must not keep this task to itself.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -110,7 +115,7 @@ impl Direction {
                     let data = buf.filled();
                     let mut off = 0;
                     while off < data.len() {
-                        match self.write(cx, writer, Piece::Read(&data[off..])) {
+                        match self.out.write(cx, writer, &data[off..]) {
                             Poll::Ready(n) => off += n?,
                             Poll::Pending => {
                                 // The writer is behind: keep the rest until it catches up.
@@ -124,20 +129,28 @@ impl Direction {
         }
     }
 
-    /// Write one piece: the bytes just read, or the rest of `pending`.
+    /// Nothing to read for now: flush what was written and give the buffer back.
+    fn idle<W>(&mut self, cx: &mut Context<'_>, writer: &mut W) -> Poll<io::Result<u64>>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        self.pending = Vec::new();
+        ready!(self.out.poll_flush(cx, writer))?;
+        Poll::Pending
+    }
+}
+
+impl Output {
+    /// Write some of `data`; a writer that takes nothing is an error.
     fn write<W>(
         &mut self,
         cx: &mut Context<'_>,
         writer: &mut W,
-        piece: Piece<'_>,
+        data: &[u8],
     ) -> Poll<io::Result<usize>>
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        let data = match piece {
-            Piece::Read(data) => data,
-            Piece::Pending => &self.pending[self.written..],
-        };
         let n = ready!(Pin::new(&mut *writer).poll_write(cx, data))?;
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -147,24 +160,17 @@ impl Direction {
         Poll::Ready(Ok(n))
     }
 
-    /// Nothing to read for now: flush what was written and give the buffer back.
-    fn idle<W>(&mut self, cx: &mut Context<'_>, writer: &mut W) -> Poll<io::Result<u64>>
+    /// Flush the writer if anything was written since the last flush.
+    fn poll_flush<W>(&mut self, cx: &mut Context<'_>, writer: &mut W) -> Poll<io::Result<()>>
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        self.pending = Vec::new();
         if self.need_flush {
             ready!(Pin::new(&mut *writer).poll_flush(cx))?;
             self.need_flush = false;
         }
-        Poll::Pending
+        Poll::Ready(Ok(()))
     }
-}
-
-/// Where the bytes to write are.
-enum Piece<'a> {
-    Read(&'a [u8]),
-    Pending,
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ fn an_idle_direction_holds_no_buffer() {
         .poll_copy(&mut cx, &mut src_far, &mut dst_far)
         .is_pending());
     assert_eq!(dir.pending.capacity(), 0, "idle: the buffer is given back");
-    assert_eq!(dir.amount, message.len() as u64);
+    assert_eq!(dir.out.amount, message.len() as u64);
 }
 
 struct Failing;
