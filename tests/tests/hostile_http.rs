@@ -1,7 +1,9 @@
 //! The front door against hostile HTTP: request smuggling (conflicting or malformed framing,
-//! headers nominated by `Connection`), oversized heads and bodies, and slowloris. Each case is
-//! sent as raw bytes with a second, smuggled request behind it; the caller must get 400 (or the
-//! limit's status) and the app must never see the smuggled request.
+//! headers nominated by `Connection`), oversized heads and bodies, slowloris, and heads that
+//! defeat the worker steering (arriving in pieces, a second registration on one connection).
+//! Each smuggling case is sent as raw bytes with a second, smuggled request behind it; the
+//! caller must get 400 (or the limit's status) and the app must never see the smuggled
+//! request.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -167,6 +169,56 @@ async fn a_configured_header_count_limit_holds() {
     assert_eq!(status, 431, "3 + 6 headers are past 8");
     let (status, text) = raw(f.gw.http(), format!("{head}{}\r\n", extra(4)).as_bytes()).await;
     assert_eq!(status, 200, "3 + 4 headers are within 8: {text}");
+}
+
+/// The gateway picks a caller's worker from its first request head, peeked for at most 50 ms.
+/// A head that arrives in pieces past that wait picks nothing, and is served where it was
+/// accepted: routed and answered as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_arriving_in_pieces_past_the_steering_wait_is_still_answered() {
+    let f = front(None).await;
+    let head = format!(
+        "GET /r/{}/bytes/3 HTTP/1.1\r\nHost: gw\r\nG2C-Key: {}\r\nConnection: close\r\n\r\n",
+        f.id, f.key
+    );
+    let mut tcp = TcpStream::connect(f.gw.http()).await.unwrap();
+    // Four pieces 40 ms apart: the whole head is there only after 120 ms.
+    for piece in head.as_bytes().chunks(head.len() / 4 + 1) {
+        tcp.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(f.app.last().uri, "/bytes/3");
+}
+
+/// A kept-alive connection is steered by its first request only; a later request on it for
+/// another registration (whose tunnel may be on another worker) is routed to that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_reaches_two_registrations_in_turn() {
+    let f = front(None).await;
+    let other_app = Backend::start().await;
+    let (other, other_key) = f.gw.web_agent(other_app.addr).await;
+    let request = |id: &str, key: &str, close: &str| {
+        format!("GET /r/{id}/bytes/2 HTTP/1.1\r\nHost: gw\r\nG2C-Key: {key}\r\n{close}\r\n")
+    };
+    let both =
+        request(&f.id, &f.key, "") + &request(other.id(), &other_key, "Connection: close\r\n");
+    let (status, text) = raw(f.gw.http(), both.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    let got = |app: &Backend| app.seen().iter().filter(|s| s.uri == "/bytes/2").count();
+    assert_eq!(got(&f.app), 1, "the first registration's app got the first");
+    assert_eq!(
+        got(&other_app),
+        1,
+        "the second registration's app got the second"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
